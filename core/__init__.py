@@ -1,0 +1,1 @@
+"""perdure's engine-neutral core. It imports no engine."""

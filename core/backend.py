@@ -1,0 +1,146 @@
+"""The backend interface: what an engine adapter implements (client side and worker side).
+
+Like an httpx transport, a backend is small: the client-side calls below, and :meth:`Backend.serve`,
+which runs a worker that executes registered workflows through a :class:`~perdure.core.runtime.Journal`.
+Everything users call lives in :class:`perdure.Client`, which is the same code for every backend.
+The reference implementation is :class:`perdure.adapters.memory.MemoryBackend`: it is the spec.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+from urllib.parse import SplitResult, urlsplit
+
+from .errors import InvalidBackendURLError, ResultTimeoutError
+from .types import Decision, RunInfo, StepRecord
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend declares to the conformance suite.
+
+    ``unsupported`` maps an *optional* feature to the reason it is missing; required features cannot be
+    declared unsupported (the suite refuses). ``known_failures`` maps a scenario to a reason: it runs as a
+    strict expected failure, so it turns red the day it starts passing and the entry must go.
+    """
+
+    unsupported: dict[str, str] = field(default_factory=dict)
+    known_failures: dict[str, str] = field(default_factory=dict)
+    # Whether workers run in separate processes that can be SIGKILLed (every real engine). The reference
+    # engine runs in the test process and simulates the crash instead.
+    separate_worker_processes: bool = True
+
+
+class DevServer(ABC):
+    """A throwaway local engine for tests, the demo, ``perdure dev`` and ``perdure conformance ENGINE``.
+
+    Binds to loopback only, keeps its state under ``workdir``, and is stopped by whoever started it.
+    Synchronous on purpose: test fixtures and the CLI start it before any event loop runs.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+
+    @abstractmethod
+    def start(self) -> str:
+        """Start the engine (idempotent) and return the backend URL that reaches it."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop everything :meth:`start` started (by PID); safe to call twice."""
+
+    def worker_env(self) -> dict[str, str]:
+        """Extra environment for worker processes of this engine (e.g. test-profile timeouts)."""
+        return {}
+
+
+class Backend(ABC):
+    """One engine, addressed by a URL. Subclasses set ``schemes`` and implement the abstract methods."""
+
+    schemes: ClassVar[tuple[str, ...]] = ()
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.parts = parse_url(url, self.schemes)
+
+    # --- client side ------------------------------------------------------------------------------
+    @abstractmethod
+    async def start(self, workflow: str, args_json: str, run_id: str) -> RunInfo:
+        """Start a run, or return the existing run with this id (same workflow) without a second execution.
+
+        Raises :class:`RunConflictError` if ``run_id`` names a run of another workflow.
+        """
+
+    @abstractmethod
+    async def describe(self, run_id: str) -> RunInfo:
+        """The run's status, output or error, and pending approval. :class:`RunNotFoundError` if unknown."""
+
+    @abstractmethod
+    async def steps(self, run_id: str) -> list[StepRecord]:
+        """The run's journal as :class:`StepRecord` s, in position order."""
+
+    @abstractmethod
+    async def list_runs(self, limit: int = 50) -> list[RunInfo]:
+        """The most recent runs, newest first."""
+
+    @abstractmethod
+    async def decide(self, run_id: str, approval_id: str, decision: Decision) -> None:
+        """Deliver a decision, durably, exactly once.
+
+        Must work while no worker runs (the decision is kept for the next one) and must raise
+        :class:`ApprovalAlreadyDecidedError` for a second decision on the same approval, even one sent
+        before any worker consumed the first. :class:`perdure.Client` has already checked that the
+        approval is pending and set ``decision.digest``.
+        """
+
+    @abstractmethod
+    async def cancel(self, run_id: str) -> None:
+        """Cancel the run: it ends CANCELLED and no further step starts."""
+
+    async def wait(self, run_id: str, timeout: float | None = None) -> RunInfo:
+        """Wait until the run is terminal. Backends with a push channel override this polling loop."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            info = await self.describe(run_id)
+            if info.status.terminal:
+                return info
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ResultTimeoutError(f"run {run_id!r} is still {info.status.value} after {timeout} s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    # --- worker side ------------------------------------------------------------------------------
+    @abstractmethod
+    async def serve(self, *, ready: Callable[[], None] | None = None) -> None:
+        """Run a worker for every workflow registered in this process until cancelled.
+
+        Recovers runs left unfinished by a dead worker. ``ready`` is called once the worker accepts work.
+        """
+
+    async def aclose(self) -> None:
+        """Release connections. The engine's state is untouched."""
+
+    @classmethod
+    def dev_server(cls, scheme: str, workdir: Path) -> DevServer | None:
+        """A :class:`DevServer` that starts a throwaway engine for ``scheme``, or None if there is none."""
+        return None
+
+
+def parse_url(url: str, schemes: tuple[str, ...]) -> SplitResult:
+    if not isinstance(url, str) or "://" not in url:
+        raise InvalidBackendURLError(f"a backend URL looks like scheme://..., got {url!r}")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise InvalidBackendURLError(f"cannot parse backend URL {url!r}: {exc}") from None
+    if schemes and parts.scheme not in schemes:
+        raise InvalidBackendURLError(f"{url!r}: expected scheme {' or '.join(schemes)}")
+    return parts

@@ -1,0 +1,162 @@
+"""``perdure.Client``: start, inspect, decide and cancel runs on any backend, with one API."""
+
+from __future__ import annotations
+
+import uuid
+from types import TracebackType
+from typing import Any
+
+from .backend import Backend
+from .codec import CallCodec
+from .config import open_backend
+from .errors import (
+    ApprovalAlreadyDecidedError,
+    ApprovalMismatchError,
+    ApprovalNotFoundError,
+    InvalidArgumentError,
+    RunCancelledError,
+    RunFailedError,
+)
+from .registry import Workflow, workflow_name, workflows
+from .types import Decision, RunInfo, RunStatus, StepKind, StepRecord
+
+
+class Client:
+    """A handle on one backend.
+
+    >>> async with perdure.Client("memory://") as client:
+    ...     run_id = await client.start(research, "durable agents")
+    ...     print(await client.result(run_id))
+    """
+
+    def __init__(self, backend: str | Backend | None = None) -> None:
+        self.backend = backend if isinstance(backend, Backend) else open_backend(backend)
+
+    @property
+    def url(self) -> str:
+        return self.backend.url
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: tuple[type[BaseException], BaseException, TracebackType] | Any) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+
+    async def start(
+        self, workflow: Workflow[Any, Any] | str, /, *args: Any, run_id: str | None = None, **kwargs: Any
+    ) -> str:
+        """Start ``workflow(*args, **kwargs)`` as a durable run and return its run id.
+
+        Starting a ``run_id`` that exists returns it without a second execution; the same id with another
+        workflow raises :class:`RunConflictError`. Arguments are encoded before anything is sent, so an
+        unserializable argument raises :class:`SerializationError` and starts nothing.
+        """
+        name = workflow_name(workflow)
+        if run_id is not None and (not isinstance(run_id, str) or not run_id or len(run_id) > 200):
+            raise InvalidArgumentError(f"run_id must be a non-empty string of at most 200 characters, got {run_id!r}")
+        wf = workflow if isinstance(workflow, Workflow) else workflows().get(name)
+        if wf is not None:
+            args_json = wf.codec.encode_args(args, kwargs, where=f"workflow {name!r}")
+        else:  # not importable here (a CLI, another service): send the arguments as given
+            from .codec import encode
+
+            if args:
+                raise InvalidArgumentError(
+                    f"workflow {name!r} is not registered in this process, so its parameter names are "
+                    "unknown: pass its arguments by keyword"
+                )
+            args_json = encode(kwargs, where=f"arguments of workflow {name!r}")
+        rid = run_id or str(uuid.uuid4())
+        await self.backend.start(name, args_json, rid)
+        return rid
+
+    async def status(self, run_id: str) -> RunInfo:
+        """The run's status, output or error, and pending approval."""
+        return await self.backend.describe(run_id)
+
+    async def result(self, run_id: str, *, timeout: float | None = None) -> Any:
+        """Wait for the run and return its output (decoded by the workflow's return annotation when the
+        workflow is registered here). Raises :class:`RunFailedError`, :class:`RunCancelledError`, or
+        :class:`ResultTimeoutError` after ``timeout`` seconds (the run goes on)."""
+        info = await self.backend.wait(run_id, timeout)
+        if info.status is RunStatus.FAILED:
+            err = info.error
+            raise RunFailedError(run_id, err.type if err else "Error", err.message if err else "")
+        if info.status is RunStatus.CANCELLED:
+            raise RunCancelledError(f"run {run_id!r} was cancelled")
+        wf = workflows().get(info.workflow)
+        if wf is None:
+            return info.output
+        return _decode_output(wf.codec, info.output, info.workflow)
+
+    async def steps(self, run_id: str) -> list[StepRecord]:
+        """The run's journal: one record per step, tool, approval and sleep, in position order."""
+        return await self.backend.steps(run_id)
+
+    async def runs(self, limit: int = 50) -> list[RunInfo]:
+        """The most recent runs, newest first."""
+        return await self.backend.list_runs(limit)
+
+    async def cancel(self, run_id: str) -> None:
+        """Cancel the run: it ends CANCELLED and no further step starts."""
+        await self.backend.cancel(run_id)
+
+    async def approve(
+        self,
+        run_id: str,
+        approval_id: str,
+        *,
+        by: str | None = None,
+        comment: str | None = None,
+        data: Any = None,
+        digest: str | None = None,
+    ) -> None:
+        """Approve a pending approval. Pass ``digest`` (from ``status().pending_approval``) to make sure you
+        approve the payload you saw; a stale digest raises :class:`ApprovalMismatchError`."""
+        await self._decide(run_id, approval_id, Decision(approved=True, by=by, comment=comment, data=data), digest)
+
+    async def reject(
+        self,
+        run_id: str,
+        approval_id: str,
+        *,
+        by: str | None = None,
+        comment: str | None = None,
+        data: Any = None,
+        digest: str | None = None,
+    ) -> None:
+        """Reject a pending approval (the workflow gets ``Decision(approved=False, ...)``)."""
+        await self._decide(run_id, approval_id, Decision(approved=False, by=by, comment=comment, data=data), digest)
+
+    async def _decide(self, run_id: str, approval_id: str, decision: Decision, digest: str | None) -> None:
+        from .codec import to_jsonable
+
+        to_jsonable(decision.data, where=f"data of the decision on {approval_id!r}")
+        info = await self.backend.describe(run_id)  # RunNotFoundError for an unknown run
+        pending = info.pending_approval
+        if pending is None or pending.approval_id != approval_id:
+            recorded = [
+                r for r in await self.backend.steps(run_id)
+                if r.kind is StepKind.APPROVAL and f"{r.name}-{r.position}" == approval_id
+            ]
+            if recorded and recorded[0].status.value != "WAITING":
+                raise ApprovalAlreadyDecidedError(
+                    f"approval {approval_id!r} of run {run_id!r} was already decided or timed out"
+                )
+            waiting = f"; it waits for {pending.approval_id!r}" if pending else ""
+            raise ApprovalNotFoundError(
+                f"run {run_id!r} ({info.status.value}) has no pending approval {approval_id!r}{waiting}"
+            )
+        if digest is not None and digest != pending.digest:
+            raise ApprovalMismatchError(
+                f"approval {approval_id!r}: the payload changed since you saw it (digest {digest[:12]}... "
+                f"!= {pending.digest[:12]}...); read it again with `perdure status {run_id}`"
+            )
+        await self.backend.decide(run_id, approval_id, decision.model_copy(update={"digest": pending.digest}))
+
+
+def _decode_output(codec: CallCodec, value: Any, workflow: str) -> Any:
+    return codec.decode_result_value(value, where=f"output of workflow {workflow!r}")

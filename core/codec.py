@@ -1,0 +1,169 @@
+"""The one JSON codec every engine uses (pydantic), so journals are portable and readable.
+
+Every value that crosses a durability boundary -- workflow arguments, step arguments and results,
+approval payloads and decisions -- goes through :func:`encode` / :func:`decode`. Values are *always*
+round-tripped, also on the first execution, so a step returns the same Python value the first time as on
+every replay (a ``datetime`` comes back as a ``datetime`` because the annotation says so, never as a
+string on one engine and an object on another).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+import typing
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+import pydantic_core
+from pydantic import TypeAdapter, ValidationError
+
+from .errors import PayloadTooLargeError, SerializationError
+
+DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576
+_ANY_ADAPTER: TypeAdapter[Any] = TypeAdapter(Any)
+
+
+def max_payload_bytes() -> int:
+    """The size limit for one encoded value: ``PERDURE_MAX_PAYLOAD_BYTES`` or 1 MiB.
+
+    Read on every call (not cached) so a worker and its tests can change it through the environment.
+    The default stays under every engine's own limit (Temporal refuses payloads over 2 MB).
+    """
+    raw = os.environ.get("PERDURE_MAX_PAYLOAD_BYTES")
+    if not raw:
+        return DEFAULT_MAX_PAYLOAD_BYTES
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise SerializationError(f"PERDURE_MAX_PAYLOAD_BYTES must be an integer, got {raw!r}") from exc
+    if value <= 0:
+        raise SerializationError(f"PERDURE_MAX_PAYLOAD_BYTES must be positive, got {value}")
+    return value
+
+
+def encode(value: Any, *, where: str) -> str:
+    """Encode ``value`` as JSON text. ``where`` names the value in errors ("output of step 'fetch'")."""
+    try:
+        data = pydantic_core.to_json(value)
+    except (pydantic_core.PydanticSerializationError, TypeError, ValueError) as exc:
+        raise SerializationError(
+            f"cannot serialize {where}: value of type {type(value).__qualname__} is not JSON-serializable "
+            f"({exc}). Return plain data, a pydantic model or a dataclass."
+        ) from None
+    limit = max_payload_bytes()
+    if len(data) > limit:
+        raise PayloadTooLargeError(
+            f"{where} is {len(data)} bytes encoded, over the limit of {limit} bytes "
+            "(PERDURE_MAX_PAYLOAD_BYTES). Store large data elsewhere and pass a reference."
+        )
+    return data.decode()
+
+
+@lru_cache(maxsize=1024)
+def _adapter(annotation: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(annotation)
+
+
+def adapter_for(annotation: Any) -> TypeAdapter[Any]:
+    """A cached pydantic ``TypeAdapter`` for an annotation (unhashable annotations are built each time)."""
+    if annotation is Any or annotation is inspect.Parameter.empty:
+        return _ANY_ADAPTER
+    try:
+        return _adapter(annotation)
+    except TypeError:  # unhashable annotation
+        return TypeAdapter(annotation)
+
+
+def decode(text: str, annotation: Any = Any, *, where: str) -> Any:
+    """Decode JSON text into ``annotation`` (``Any``: plain JSON data)."""
+    try:
+        return adapter_for(annotation).validate_json(text)
+    except ValidationError as exc:
+        raise SerializationError(f"cannot decode {where} as {annotation!r}: {exc}") from None
+
+
+def to_jsonable(value: Any, *, where: str) -> Any:
+    """``value`` as plain JSON data (dicts, lists, str, numbers), checked against the size limit."""
+    return pydantic_core.from_json(encode(value, where=where))
+
+
+def digest(text: str) -> str:
+    """The sha256 digest that binds an approval decision to the exact payload it approves."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class CallCodec:
+    """Encodes the arguments and result of one function by its signature and type hints.
+
+    Arguments are stored by parameter name (``{"topic": "x"}``) so journals read well, and decoded with
+    each parameter's annotation; the result is decoded with the return annotation.
+    """
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.name = getattr(fn, "__qualname__", repr(fn))
+        self.signature = inspect.signature(fn)
+        try:
+            hints = typing.get_type_hints(fn)
+        except Exception:  # unresolvable forward references: fall back to plain JSON
+            hints = {}
+        self.return_annotation: Any = hints.get("return", Any)
+        self._result_adapter = adapter_for(self.return_annotation)
+        self.params: list[tuple[str, inspect._ParameterKind, TypeAdapter[Any]]] = []
+        for p in self.signature.parameters.values():
+            ann = hints.get(p.name, Any)
+            if p.kind is inspect.Parameter.VAR_POSITIONAL:
+                ann = list[ann]  # type: ignore[valid-type]
+            elif p.kind is inspect.Parameter.VAR_KEYWORD:
+                ann = dict[str, ann]  # type: ignore[valid-type]
+            self.params.append((p.name, p.kind, adapter_for(ann)))
+
+    def encode_args(self, args: tuple[Any, ...], kwargs: dict[str, Any], *, where: str) -> str:
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{where}: {exc}") from None
+        return encode(bound.arguments, where=f"arguments of {where}")
+
+    def decode_args(self, text: str, *, where: str) -> tuple[list[Any], dict[str, Any]]:
+        raw = decode(text, dict[str, Any], where=f"arguments of {where}")
+        args: list[Any] = []
+        kwargs: dict[str, Any] = {}
+        positional = True  # after a skipped (defaulted) parameter, the rest must go by keyword
+        for name, kind, adapter in self.params:
+            if name not in raw:
+                positional = False  # a default applies
+                continue
+            try:
+                value = adapter.validate_python(raw[name])
+            except ValidationError as exc:
+                raise SerializationError(f"cannot decode argument {name!r} of {where}: {exc}") from None
+            if kind is inspect.Parameter.POSITIONAL_ONLY or (
+                positional and kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+            ):
+                args.append(value)
+            elif kind is inspect.Parameter.POSITIONAL_OR_KEYWORD:
+                kwargs[name] = value
+            elif kind is inspect.Parameter.VAR_POSITIONAL:
+                args.extend(value)
+            elif kind is inspect.Parameter.KEYWORD_ONLY:
+                kwargs[name] = value
+            else:
+                kwargs.update(value)
+        return args, kwargs
+
+    def encode_result(self, value: Any, *, where: str) -> str:
+        return encode(value, where=where)
+
+    def decode_result(self, text: str, *, where: str) -> Any:
+        return decode(text, self.return_annotation, where=where)
+
+    def decode_result_value(self, value: Any, *, where: str) -> Any:
+        """Decode an already-parsed JSON value (from a journal envelope) with the return annotation."""
+        try:
+            return self._result_adapter.validate_python(value)
+        except ValidationError as exc:
+            raise SerializationError(f"cannot decode {where} as {self.return_annotation!r}: {exc}") from None

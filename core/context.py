@@ -1,0 +1,105 @@
+"""The durable operations a workflow calls, and the context variables that route them to the running engine."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import uuid as _uuid
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import NotInStepError, NotInWorkflowError
+from .types import Decision
+
+if TYPE_CHECKING:
+    from .runtime import RunContext
+
+_run: ContextVar[RunContext | None] = ContextVar("perdure_run", default=None)
+_step: ContextVar[StepInfo | None] = ContextVar("perdure_step", default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class StepInfo:
+    """What a step or tool body can know about itself (``perdure.current_step()``)."""
+
+    run_id: str
+    position: int
+    name: str
+    idempotency_key: str
+    attempt: int
+
+
+def current_run(what: str) -> RunContext:
+    """The run executing in this task; ``what`` names the caller in the error raised outside a run."""
+    if _step.get() is not None:
+        raise NotInWorkflowError(
+            f"{what} was called inside a step; steps cannot call durable operations. Call it from the "
+            "workflow, or call the plain function (`.fn`) inside the step."
+        )
+    run = _run.get()
+    if run is None:
+        raise NotInWorkflowError(
+            f"{what} can only be awaited inside a running @perdure.workflow; start the workflow with "
+            "client.start(...) and let a worker run it"
+        )
+    return run
+
+
+async def approval(name: str, payload: Any = None, *, timeout: float | _dt.timedelta | None = None) -> Decision:
+    """Wait, durably, for a human decision on ``payload``.
+
+    The run shows as WAITING with the pending approval's id (``"<name>-<position>"``) and payload until
+    ``client.approve``/``client.reject`` decides it. A decision made while no worker runs is kept. With a
+    ``timeout``, :class:`ApprovalTimeoutError` is raised in the workflow when nobody decided in time.
+    """
+    seconds = timeout.total_seconds() if isinstance(timeout, _dt.timedelta) else timeout
+    return await current_run(f"perdure.approval({name!r})").approval(name, payload, seconds)
+
+
+async def sleep(seconds: float | _dt.timedelta) -> None:
+    """Sleep durably: the wake-up time is recorded, and a worker restarted later sleeps only what is left."""
+    value = seconds.total_seconds() if isinstance(seconds, _dt.timedelta) else float(seconds)
+    await current_run("perdure.sleep()").sleep(value)
+
+
+async def now() -> _dt.datetime:
+    """The current UTC time, recorded on first execution and returned unchanged on replay."""
+    return await current_run("perdure.now()").now()
+
+
+def uuid4() -> _uuid.UUID:
+    """A random UUID that is the same on every replay of this run (seeded from the run id)."""
+    return current_run("perdure.uuid4()").uuid4()
+
+
+def random() -> float:
+    """A random float in [0, 1) that is the same on every replay of this run (seeded from the run id)."""
+    return current_run("perdure.random()").random()
+
+
+def run_id() -> str:
+    """The id of the run executing this workflow (or step)."""
+    info = _step.get()
+    if info is not None:
+        return info.run_id
+    return current_run("perdure.run_id()").run_id
+
+
+def current_step() -> StepInfo:
+    """Information on the step or tool being executed (position, attempt, idempotency key)."""
+    info = _step.get()
+    if info is None:
+        raise NotInStepError("perdure.current_step() can only be called inside a @perdure.step or @perdure.tool")
+    return info
+
+
+def idempotency_key() -> str:
+    """The idempotency key of the tool call being executed.
+
+    Stable across every retry and every recovery of this call, different for every other call. Hand it to
+    the external system (payment API, ticket tracker, ledger) so a re-executed call has one effect.
+    """
+    info = _step.get()
+    if info is None:
+        raise NotInStepError("perdure.idempotency_key() can only be called inside a @perdure.tool or @perdure.step")
+    return info.idempotency_key

@@ -1,0 +1,227 @@
+"""``@workflow``, ``@step`` and ``@tool``: declarations and the per-process registry workers look them up in.
+
+A worker runs a workflow by *name*; a step is executed by *name* too (possibly in another process, e.g. a
+Temporal activity worker), so everything durable is registered under a stable name when its module is
+imported. Names default to ``module.qualname`` and can be set explicitly -- do that before renaming code
+that has runs in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from .codec import CallCodec
+from .errors import RegistrationError, WorkflowNotFoundError
+from .retry import DEFAULT_RETRY, RetryPolicy
+from .types import StepKind
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _default_name(fn: Callable[..., Any]) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
+@dataclass(eq=False)
+class Workflow(Generic[P, R]):
+    """A registered workflow. Start it with ``client.start(wf, *args)``; inside another workflow,
+    ``await wf(*args)`` runs it inline as part of the caller's run."""
+
+    name: str
+    fn: Callable[P, Awaitable[R]]
+    codec: CallCodec = field(repr=False)
+
+    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        from .context import current_run
+
+        current_run(f"workflow {self.name!r}")  # raises NotInWorkflowError with a hint
+        return await self.fn(*args, **kwargs)
+
+
+@dataclass(eq=False)
+class Step(Generic[P, R]):
+    """A registered step or tool. Awaiting it inside a workflow records its result once."""
+
+    name: str
+    fn: Callable[P, Any]
+    kind: StepKind
+    retry: RetryPolicy
+    codec: CallCodec = field(repr=False)
+    description: str = ""
+    is_async: bool = True
+    _schema: dict[str, Any] | None = field(default=None, repr=False)
+
+    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        from .context import current_run
+
+        run = current_run(f"{self.kind.value} {self.name!r}")
+        result: R = await run.call_step(self, args, kwargs)
+        return result
+
+    async def invoke(self, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """Run the function body once (no durability); sync functions run in a thread."""
+        if self.is_async:
+            return await self.fn(*args, **kwargs)
+        return await asyncio.to_thread(functools.partial(self.fn, *args, **kwargs))
+
+    @property
+    def parameters_schema(self) -> dict[str, Any]:
+        """JSON schema of the arguments, for agent frameworks (tools)."""
+        if self._schema is None:
+            from pydantic import create_model
+
+            fields: dict[str, Any] = {}
+            for p in self.codec.signature.parameters.values():
+                if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+                    continue
+                ann = Any if p.annotation is inspect.Parameter.empty else p.annotation
+                default = ... if p.default is inspect.Parameter.empty else p.default
+                fields[p.name] = (ann, default)
+            model = create_model(f"{self.name}_args", **fields)
+            self._schema = model.model_json_schema()
+        return self._schema
+
+
+_workflows: dict[str, Workflow[Any, Any]] = {}
+_steps: dict[str, Step[Any, Any]] = {}
+
+
+def _register(table: dict[str, Any], name: str, obj: Any, what: str) -> None:
+    existing = table.get(name)
+    # Re-importing the same module (Temporal's sandbox, importlib test mode) re-registers the same function:
+    # allowed. A *different* function under the same name would make replays run the wrong code: refused.
+    if existing is not None and getattr(existing.fn, "__code__", None) is not getattr(obj.fn, "__code__", None):
+        if (existing.fn.__module__, existing.fn.__qualname__) != (obj.fn.__module__, obj.fn.__qualname__):
+            raise RegistrationError(
+                f"two different {what}s are named {name!r} ({existing.fn.__module__}.{existing.fn.__qualname__} "
+                f"and {obj.fn.__module__}.{obj.fn.__qualname__}); give one an explicit name="
+            )
+    table[name] = obj
+
+
+@overload
+def workflow(fn: Callable[P, Awaitable[R]], /) -> Workflow[P, R]: ...
+@overload
+def workflow(*, name: str | None = None) -> Callable[[Callable[P, Awaitable[R]]], Workflow[P, R]]: ...
+def workflow(fn: Any = None, /, *, name: str | None = None) -> Any:
+    """Declare an async function as a durable workflow.
+
+    Its code must be deterministic: everything that touches the world goes through steps and tools, time
+    through :func:`perdure.now`, randomness through :func:`perdure.uuid4` / :func:`perdure.random`.
+    """
+
+    def wrap(f: Callable[P, Awaitable[R]]) -> Workflow[P, R]:
+        if not inspect.iscoroutinefunction(f):
+            raise RegistrationError(
+                f"@perdure.workflow needs an async function; {getattr(f, '__qualname__', f)!r} is not "
+                "(write `async def`)"
+            )
+        wf: Workflow[P, R] = Workflow(name=name or _default_name(f), fn=f, codec=CallCodec(f))
+        functools.update_wrapper(wf, f)  # type: ignore[arg-type]
+        _register(_workflows, wf.name, wf, "workflow")
+        return wf
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def _make_step(
+    fn: Callable[..., Any],
+    kind: StepKind,
+    name: str | None,
+    retry: RetryPolicy | None,
+    description: str | None,
+) -> Step[Any, Any]:
+    if isinstance(fn, Step | Workflow):
+        raise RegistrationError(f"{fn.name!r} is already a perdure {type(fn).__name__.lower()}")
+    if not callable(fn):
+        raise RegistrationError(f"@perdure.{kind.value} needs a function, got {fn!r}")
+    if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
+        raise RegistrationError(f"@perdure.{kind.value} cannot wrap a generator ({fn.__qualname__})")
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise RegistrationError(f"retry= must be a perdure.RetryPolicy, got {type(retry).__name__}")
+    doc = inspect.getdoc(fn) or ""
+    s: Step[Any, Any] = Step(
+        name=name or _default_name(fn),
+        fn=fn,
+        kind=kind,
+        retry=retry or DEFAULT_RETRY,
+        codec=CallCodec(fn),
+        description=description if description is not None else doc,
+        is_async=inspect.iscoroutinefunction(fn),
+    )
+    functools.update_wrapper(s, fn)  # type: ignore[arg-type]
+    _register(_steps, s.name, s, kind.value)
+    return s
+
+
+def step(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    retry: RetryPolicy | None = None,
+) -> Any:
+    """Declare a step: its result is recorded once; after a crash, completed steps are not run again.
+
+    Sync and async functions both work (sync ones run in a thread). Arguments and the result go through
+    perdure's JSON codec and are decoded by the function's type hints.
+    """
+    if fn is not None:
+        return _make_step(fn, StepKind.STEP, name, retry, None)
+    return lambda f: _make_step(f, StepKind.STEP, name, retry, None)
+
+
+def tool(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    retry: RetryPolicy | None = None,
+) -> Any:
+    """Declare a tool: a step meant for side effects, with an idempotency key and a JSON schema.
+
+    Inside it, :func:`perdure.idempotency_key` is the same on every retry and recovery of this call and
+    different for every other call -- pass it to the external system so the effect happens once.
+    """
+    if fn is not None:
+        return _make_step(fn, StepKind.TOOL, name, retry, description)
+    return lambda f: _make_step(f, StepKind.TOOL, name, retry, description)
+
+
+def get_workflow(name: str) -> Workflow[Any, Any]:
+    try:
+        return _workflows[name]
+    except KeyError:
+        known = ", ".join(sorted(_workflows)) or "none"
+        raise WorkflowNotFoundError(
+            f"no workflow named {name!r} is registered in this process (registered: {known}). "
+            "Import the module that defines it (perdure worker --app MODULE)."
+        ) from None
+
+
+def get_step(name: str) -> Step[Any, Any]:
+    try:
+        return _steps[name]
+    except KeyError:
+        raise WorkflowNotFoundError(
+            f"no step or tool named {name!r} is registered in this process; import the module that defines it"
+        ) from None
+
+
+def workflows() -> dict[str, Workflow[Any, Any]]:
+    return dict(_workflows)
+
+
+def workflow_name(wf: Workflow[Any, Any] | str) -> str:
+    if isinstance(wf, Workflow):
+        return wf.name
+    if isinstance(wf, str):
+        return wf
+    raise WorkflowNotFoundError(f"expected a @perdure.workflow function or its name, got {wf!r}")

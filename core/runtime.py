@@ -1,0 +1,233 @@
+"""Workflow execution, shared by every engine.
+
+The split is the one of anyio's ``_core``/backends and httpx's transports:
+
+* :class:`Journal` is the *only* thing an engine implements for execution: three durable primitives
+  (record a step, wait for an approval, sleep), each keyed by the operation's position in the run.
+* :class:`RunContext` is everything else and is the same code on every engine: positions, the codec,
+  idempotency keys, nondeterminism checks, error mapping, recorded time and seeded randomness.
+* :func:`execute_step` / :func:`execute_attempt` run a step body (with perdure's retry loop, or one attempt
+  at a time for engines that retry natively); engines call them where their step primitive runs code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import hashlib
+import random as _random
+import re
+import uuid as _uuid
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pydantic_core
+
+from .codec import digest, encode
+from .context import StepInfo, _run, _step
+from .errors import (
+    ApprovalMismatchError,
+    ApprovalTimeoutError,
+    InvalidArgumentError,
+    NonDeterminismError,
+    PayloadTooLargeError,
+    SerializationError,
+    StepFailedError,
+    error_class,
+)
+from .registry import Step, get_step, get_workflow, step
+from .retry import NO_RETRY
+from .types import ApprovalRequest, Decision, Envelope, ErrorInfo, StepCall, StepKind
+
+_APPROVAL_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
+
+
+class Journal(ABC):
+    """One run's durable record as an engine keeps it: the engine's half of the execution contract.
+
+    Every method is called with the operation's *position* (0, 1, 2, ... in the order the workflow asks).
+    If the engine already recorded an outcome at that position, it returns it without doing anything;
+    otherwise it performs the operation and records its outcome exactly once. Outcomes are
+    :class:`Envelope` JSON text; :class:`RunContext` checks that the recorded name and kind match, so an
+    engine only has to raise :class:`NonDeterminismError` itself when its *own* history cannot hold the
+    operation at that position (e.g. a timer recorded where an activity is now asked for).
+    """
+
+    @abstractmethod
+    async def step(self, call: StepCall) -> str:
+        """Run the step once (``execute_step(call)`` or the engine's own retries around
+        ``execute_attempt``) and record the envelope; on replay return the recorded envelope."""
+
+    @abstractmethod
+    async def approval(self, request: ApprovalRequest) -> str:
+        """Show ``request`` as the run's pending approval and wait, durably, for a decision or the timeout.
+
+        Returns an envelope: ``ok`` with the :class:`Decision` as output, or not ``ok`` with an
+        ``ApprovalTimeoutError``. The deadline is fixed when the approval is first reached and survives
+        restarts. A decision that arrived while no worker ran must be found here.
+        """
+
+    @abstractmethod
+    async def sleep(self, position: int, seconds: float) -> str:
+        """Sleep until ``seconds`` after this position was first reached (a restart sleeps what is left)."""
+
+
+def sleep_envelope(seconds: float) -> str:
+    """The envelope every engine records (or reports) for a finished durable sleep."""
+    return Envelope(name="perdure.sleep", kind=StepKind.SLEEP, ok=True, output={"seconds": seconds}).to_json()
+
+
+def decision_envelope(request: ApprovalRequest, decision: Decision) -> str:
+    return Envelope(
+        name=request.name, kind=StepKind.APPROVAL, ok=True, output=decision.model_dump(mode="json")
+    ).to_json()
+
+
+def timeout_envelope(request: ApprovalRequest) -> str:
+    return Envelope(
+        name=request.name,
+        kind=StepKind.APPROVAL,
+        ok=False,
+        error=ErrorInfo(
+            type="ApprovalTimeoutError",
+            message=f"approval {request.approval_id!r} was not decided within {request.timeout} s",
+        ),
+    ).to_json()
+
+
+def default_idempotency_key(run_id: str, position: int) -> str:
+    return f"{run_id}:{position}"
+
+
+async def execute_attempt(call: StepCall, attempt: int) -> tuple[Envelope, bool]:
+    """Run one attempt of a step body. Returns the envelope and whether a failure may be retried."""
+    s = get_step(call.name)
+    token = _step.set(StepInfo(call.run_id, call.position, call.name, call.idempotency_key, attempt))
+    try:
+        args, kwargs = s.codec.decode_args(call.args_json, where=f"{s.kind.value} {s.name!r}")
+        value = await s.invoke(args, kwargs)
+        output = s.codec.encode_result(value, where=f"output of {s.kind.value} {s.name!r}")
+    except Exception as exc:  # CancelledError and other BaseExceptions propagate: they are not failures
+        env = Envelope(name=s.name, kind=s.kind, ok=False, error=ErrorInfo.of(exc), attempts=attempt)
+        return env, s.retry.is_retryable(exc) and attempt < s.retry.max_attempts
+    finally:
+        _step.reset(token)
+    return Envelope(name=s.name, kind=s.kind, ok=True, output=pydantic_core.from_json(output), attempts=attempt), False
+
+
+async def execute_step(call: StepCall, *, sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> str:
+    """Run a step body with perdure's retry loop; returns the envelope JSON to record."""
+    policy = get_step(call.name).retry
+    attempt = 1
+    while True:
+        env, retry = await execute_attempt(call, attempt)
+        if not retry:
+            return env.to_json()
+        await sleep(policy.delay(attempt))
+        attempt += 1
+
+
+@step(name="perdure.now", retry=NO_RETRY)
+async def _now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.UTC)
+
+
+class RunContext:
+    """The engine-neutral side of one run's execution (see the module docstring)."""
+
+    def __init__(self, run_id: str, journal: Journal) -> None:
+        self.run_id = run_id
+        self.journal = journal
+        self._position = 0
+        seed = int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:8], "big")
+        self._rng = _random.Random(seed)
+
+    def _next(self) -> int:
+        pos = self._position
+        self._position += 1
+        return pos
+
+    @staticmethod
+    def _check(position: int, env: Envelope, name: str, kind: StepKind) -> None:
+        if env.name != name or env.kind != kind:
+            raise NonDeterminismError(position, f"{env.kind.value} {env.name!r}", f"{kind.value} {name!r}")
+
+    async def call_step(self, s: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], key: str | None = None) -> Any:
+        """Record one call of step/tool ``s``. ``key`` replaces the position in the idempotency key
+        (integrations pass the framework's own call id, e.g. an LLM tool_call_id)."""
+        args_json = s.codec.encode_args(args, kwargs, where=f"{s.kind.value} {s.name!r}")
+        pos = self._next()
+        idem = f"{self.run_id}:{key}" if key is not None else default_idempotency_key(self.run_id, pos)
+        call = StepCall(self.run_id, pos, s.name, s.kind, args_json, idem)
+        env = Envelope.from_json(await self.journal.step(call))
+        self._check(pos, env, s.name, s.kind)
+        if env.ok:
+            return s.codec.decode_result_value(env.output, where=f"output of {s.kind.value} {s.name!r}")
+        assert env.error is not None
+        cls = error_class(env.error.type)
+        if cls is not None and issubclass(cls, SerializationError | PayloadTooLargeError):
+            raise cls(env.error.message)
+        raise StepFailedError(s.name, env.error.type, env.error.message, env.attempts)
+
+    async def approval(self, name: str, payload: Any, timeout: float | None) -> Decision:
+        if not isinstance(name, str) or not _APPROVAL_NAME.match(name):
+            raise InvalidArgumentError(
+                f"approval name must be 1-100 characters of letters, digits, '_', '-' or '.', got {name!r}"
+            )
+        if timeout is not None and not timeout > 0:
+            raise InvalidArgumentError(f"approval timeout must be > 0 seconds or None, got {timeout!r}")
+        payload_json = encode(payload, where=f"payload of approval {name!r}")
+        pos = self._next()
+        request = ApprovalRequest(
+            run_id=self.run_id,
+            position=pos,
+            approval_id=f"{name}-{pos}",
+            name=name,
+            payload_json=payload_json,
+            digest=digest(payload_json),
+            timeout=timeout,
+        )
+        env = Envelope.from_json(await self.journal.approval(request))
+        self._check(pos, env, name, StepKind.APPROVAL)
+        if not env.ok:
+            raise ApprovalTimeoutError(env.error.message if env.error else "approval timed out")
+        decision = Decision.model_validate(env.output)
+        if decision.digest is not None and decision.digest != request.digest:
+            raise ApprovalMismatchError(
+                f"the decision on {request.approval_id!r} was made for another payload than the one this "
+                "run asks approval for"
+            )
+        return decision
+
+    async def sleep(self, seconds: float) -> None:
+        if not seconds >= 0:
+            raise InvalidArgumentError(f"perdure.sleep needs seconds >= 0, got {seconds!r}")
+        pos = self._next()
+        env = Envelope.from_json(await self.journal.sleep(pos, seconds))
+        self._check(pos, env, "perdure.sleep", StepKind.SLEEP)
+
+    async def now(self) -> _dt.datetime:
+        result: _dt.datetime = await self.call_step(_now, (), {})
+        return result
+
+    def uuid4(self) -> _uuid.UUID:
+        return _uuid.UUID(int=self._rng.getrandbits(128), version=4)
+
+    def random(self) -> float:
+        return self._rng.random()
+
+
+async def run_workflow(journal: Journal, run_id: str, workflow: str, args_json: str) -> str:
+    """Execute (or replay) a run's workflow on ``journal``; returns the encoded output.
+
+    Exceptions propagate: the engine records the run as FAILED with ``ErrorInfo.of(exc)``.
+    """
+    wf = get_workflow(workflow)
+    args, kwargs = wf.codec.decode_args(args_json, where=f"workflow {workflow!r}")
+    token = _run.set(RunContext(run_id, journal))
+    try:
+        result = await wf.fn(*args, **kwargs)
+    finally:
+        _run.reset(token)
+    return wf.codec.encode_result(result, where=f"output of workflow {workflow!r}")
