@@ -47,7 +47,16 @@ from .core.errors import (
 )
 from .core.registry import Step, Workflow, step, tool, workflow
 from .core.retry import RetryPolicy
-from .core.types import Decision, ErrorInfo, PendingApproval, RunInfo, RunStatus, StepKind, StepRecord, StepStatus
+from .core.types import (
+    Decision,
+    ErrorInfo,
+    PendingApproval,
+    RunInfo,
+    RunStatus,
+    StepKind,
+    StepRecord,
+    StepStatus,
+)
 from .core.worker import serve
 
 __version__ = "0.1.0"

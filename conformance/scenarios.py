@@ -239,9 +239,9 @@ async def idempotent_start(h: Harness) -> dict[str, Any]:
 async def durable_sleep_across_kill(h: Harness) -> dict[str, Any]:
     """SIGKILL during a durable sleep: the new worker sleeps what is left, never less."""
     rid = h.new_run_id("sleep")
-    await start(h, wf.sleeper, rid, seconds=2.0)
+    await start(h, wf.sleeper, rid, seconds=3.0, killed_after=1.0)
     await h.wait_step(rid, "perdure.now")
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(1.0)
     await h.restart_worker()
     return {"run": await trace(h, rid)}
 

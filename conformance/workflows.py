@@ -142,13 +142,16 @@ async def approval_flow(item: str, timeout: float | None = None) -> dict[str, An
 
 
 @perdure.workflow(name="conf.sleeper")
-async def sleeper(seconds: float) -> dict[str, Any]:
+async def sleeper(seconds: float, killed_after: float) -> dict[str, Any]:
+    """The suite kills the worker ``killed_after`` seconds into the sleep. A sleep that restarted from zero
+    would end at least ``killed_after`` late, so the elapsed time shows it."""
     await a("before")
     t0 = await perdure.now()
     await perdure.sleep(seconds)
     t1 = await perdure.now()
     await b("after")
-    return {"slept_enough": (t1 - t0).total_seconds() >= seconds}
+    elapsed = (t1 - t0).total_seconds()
+    return {"slept_enough": elapsed >= seconds, "not_restarted": elapsed < seconds + killed_after}
 
 
 @perdure.step(name="conf.unserializable")

@@ -14,11 +14,13 @@ from .engine import MemoryEngine
 _engines: dict[str, MemoryEngine] = {}
 
 
-def engine_for(name: str = "default") -> MemoryEngine:
+def engine_for(name: str = "default", cls: type[MemoryEngine] = MemoryEngine) -> MemoryEngine:
     """The process-wide engine behind ``memory://name`` (``memory://`` is ``default``)."""
     engine = _engines.get(name)
     if engine is None:
-        engine = _engines[name] = MemoryEngine(name)
+        engine = _engines[name] = cls(name)
+    elif type(engine) is not cls:
+        raise InvalidBackendURLError(f"memory://{name} is already in use by a {type(engine).__name__}")
     return engine
 
 
@@ -27,12 +29,13 @@ class MemoryBackend(Backend):
 
     schemes: ClassVar[tuple[str, ...]] = ("memory",)
     capabilities: ClassVar[Capabilities] = Capabilities(separate_worker_processes=False)
+    engine_class: ClassVar[type[MemoryEngine]] = MemoryEngine
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
         if self.parts.path not in ("", "/") or self.parts.query:
             raise InvalidBackendURLError(f"{url!r}: a memory URL is memory:// or memory://NAME")
-        self.engine = engine_for(self.parts.netloc or "default")
+        self.engine = engine_for(self.parts.netloc or "default", self.engine_class)
 
     async def start(self, workflow: str, args_json: str, run_id: str) -> RunInfo:
         return self.engine.start(workflow, args_json, run_id).info()

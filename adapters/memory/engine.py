@@ -101,6 +101,8 @@ class Worker:
 class MemoryEngine:
     """All runs of one ``memory://name``; shared by every client and worker in the process."""
 
+    journal_class: type[MemoryJournal]  # set below the journal's definition
+
     def __init__(self, name: str) -> None:
         self.name = name
         self.runs: dict[str, Run] = {}
@@ -143,8 +145,7 @@ class MemoryEngine:
         if run.status.terminal:
             return
         run.status = RunStatus.CANCELLED
-        # Steps that never finished will not: drop them so the journal holds only recorded outcomes.
-        run.journal = {p: e for p, e in run.journal.items() if e.envelope is not None}
+        self._prune(run)
         task, run.task, run.owner = run.task, None, None
         if task is not None:
             task.cancel()
@@ -208,7 +209,7 @@ class MemoryEngine:
             raise FencedError(f"worker epoch {epoch} no longer owns run {run.run_id!r}")
 
     async def execute(self, run: Run, epoch: int) -> None:
-        journal = MemoryJournal(self, run, epoch)
+        journal = self.journal_class(self, run, epoch)
         try:
             if run.status is RunStatus.PENDING:
                 run.status = RunStatus.RUNNING
@@ -220,9 +221,15 @@ class MemoryEngine:
         except Exception as exc:
             if run.owner == epoch and run.status is not RunStatus.CANCELLED:
                 run.status, run.error, run.owner = RunStatus.FAILED, ErrorInfo.of(exc), None
+                self._prune(run)
             return
         if run.owner == epoch and run.status is not RunStatus.CANCELLED:
             run.status, run.output, run.owner = RunStatus.SUCCEEDED, pydantic_core.from_json(output), None
+
+    @staticmethod
+    def _prune(run: Run) -> None:
+        """A finished run keeps only recorded outcomes: an operation in flight at the end never finished."""
+        run.journal = {p: e for p, e in run.journal.items() if e.envelope is not None}
 
 
 class MemoryJournal(Journal):
@@ -283,3 +290,6 @@ class MemoryJournal(Journal):
             await asyncio.sleep(min(left, 0.05))
             self.engine.check(self.run, self.epoch)
         return self._record(entry, sleep_envelope(seconds))
+
+
+MemoryEngine.journal_class = MemoryJournal

@@ -1,0 +1,31 @@
+"""Collected by the pytest plugin when ``--perdure-conformance TARGET`` is given.
+
+Absolute imports only: pytest may import this file under another module name (the repository root is
+the package root), and relative imports would register the conformance workflows twice.
+"""
+
+from __future__ import annotations
+
+import pytest
+from perdure.conformance.suite import ConformanceSuite
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "perdure_target" in metafunc.fixturenames:
+        targets = metafunc.config.getoption("--perdure-conformance")
+        metafunc.parametrize("perdure_target", targets, scope="class")
+
+
+class TestPerdureConformance(ConformanceSuite):
+    @pytest.fixture(scope="class")
+    def perdure_harness(self, perdure_target: str):  # type: ignore[override]
+        from perdure.conformance.harness import harness_for
+        from perdure.conformance.runner import check_capabilities
+
+        h = harness_for(perdure_target)
+        check_capabilities(h)
+        h.setup()
+        try:
+            yield h
+        finally:
+            h.teardown()

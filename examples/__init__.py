@@ -1,0 +1,1 @@
+"""Runnable examples. ``demo_agent`` is the workflow behind ``perdure demo``."""

@@ -1,0 +1,94 @@
+"""Choosing a backend (URL, env, config files, entry points) and the command line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from perdure.core import config
+from perdure.core.errors import (
+    BackendNotInstalledError,
+    ConfigurationError,
+    InvalidBackendURLError,
+    UnknownBackendError,
+)
+
+
+def test_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PERDURE_BACKEND", raising=False)
+    with pytest.raises(ConfigurationError, match="no backend chosen"):
+        config.resolve_url()
+    (tmp_path / "pyproject.toml").write_text('[tool.perdure]\nbackend = "memory://from-pyproject"\n')
+    assert config.resolve_url() == "memory://from-pyproject"
+    sub = tmp_path / "pkg"
+    sub.mkdir()
+    (sub / "perdure.toml").write_text('backend = "memory://from-perdure-toml"\n')
+    monkeypatch.chdir(sub)
+    assert config.resolve_url() == "memory://from-perdure-toml"
+    monkeypatch.setenv("PERDURE_BACKEND", "memory://from-env")
+    assert config.resolve_url() == "memory://from-env"
+    assert config.resolve_url("memory://explicit") == "memory://explicit"
+    (sub / "perdure.toml").write_text("backend = [1]\n")
+    monkeypatch.delenv("PERDURE_BACKEND")
+    with pytest.raises(ConfigurationError, match="must be a URL string"):
+        config.resolve_url()
+
+
+def test_bad_urls_and_schemes(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(InvalidBackendURLError, match="scheme://"):
+        config.open_backend("localhost:7233")
+    with pytest.raises(UnknownBackendError, match="memory://"):
+        config.open_backend("kafka://localhost")
+    monkeypatch.setitem(config.BUILTIN, "fake", ("perdure.adapters.fake:FakeBackend", "fake", "no_such_engine_pkg"))
+    with pytest.raises(BackendNotInstalledError, match=r"pip install 'perdure\[fake\]'"):
+        config.open_backend("fake://x")
+
+
+def test_entry_point_backends_are_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    class EP:
+        name, value = "thirdparty", "perdure.adapters.memory:MemoryBackend"
+
+    monkeypatch.setattr(config, "entry_points", lambda group: [EP()] if group == "perdure.backends" else [])
+    assert "thirdparty" in config.installed_schemes()
+    assert config.backend_class("thirdparty").__name__ == "MemoryBackend"
+
+
+def _perdure(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PERDURE_BACKEND": "memory://"}
+    return subprocess.run([sys.executable, "-m", "perdure", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=120)
+
+
+def test_help_everywhere() -> None:
+    top = _perdure("--help")
+    assert top.returncode == 0 and "conformance" in top.stdout and "examples:" in top.stdout
+    for cmd in ("worker", "start", "status", "result", "steps", "runs", "approve", "reject", "cancel",
+                "conformance", "demo", "dev"):
+        out = _perdure(cmd, "--help")
+        assert out.returncode == 0 and out.stdout.startswith("usage: perdure " + cmd), cmd
+
+
+def test_cli_errors_are_explained_with_exit_code_2() -> None:
+    out = _perdure("status", "nope", "--backend", "kafka://x")
+    assert out.returncode == 2 and "UnknownBackendError" in out.stderr and "installed:" in out.stderr
+    out = _perdure("worker", "memory://")
+    assert out.returncode == 2 and "separate worker cannot reach it" in out.stderr
+    out = _perdure("start", "x.y", "--arg", "topic=not json")
+    assert out.returncode == 2 and "is not JSON" in out.stderr
+
+
+def test_conformance_cli_lists_and_runs(tmp_path: Path) -> None:
+    out = _perdure("conformance", "--list", "memory")
+    assert out.returncode == 0 and "approval_double_decision" in out.stdout
+    matrix = tmp_path / "m.json"
+    out = _perdure("conformance", "memory", "-k", "happy", "-k", "retry_permanent", "--output", str(matrix))
+    assert out.returncode == 0, out.stderr
+    assert "happy_path" in out.stdout and "PASS" in out.stdout
+    import json
+
+    data = json.loads(matrix.read_text())
+    assert data["backends"]["memory"]["happy_path"]["result"] == "PASS"

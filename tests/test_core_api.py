@@ -1,0 +1,293 @@
+"""The core API on the reference engine: values, retries, approvals, and every bad input's typed error."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import perdure
+import pytest
+from perdure import (
+    ApprovalAlreadyDecidedError,
+    ApprovalMismatchError,
+    ApprovalNotFoundError,
+    InvalidArgumentError,
+    NotInStepError,
+    NotInWorkflowError,
+    RegistrationError,
+    ResultTimeoutError,
+    RetryPolicy,
+    RunFailedError,
+    RunNotFoundError,
+    RunStatus,
+    SerializationError,
+)
+from pydantic import BaseModel
+
+
+def on_memory(body: Callable[[perdure.Client], Awaitable[Any]]) -> Any:
+    """Run ``body(client)`` with a worker serving a fresh memory:// engine."""
+
+    async def main() -> Any:
+        url = f"memory://t-{uuid.uuid4().hex[:8]}"
+        ready = asyncio.Event()
+        worker = asyncio.create_task(perdure.serve(url, ready=ready.set))
+        await ready.wait()
+        try:
+            return await body(perdure.Client(url))
+        finally:
+            worker.cancel()
+
+    return asyncio.run(main())
+
+
+class Quote(BaseModel):
+    symbol: str
+    price: float
+
+
+@dataclass
+class Point:
+    x: int
+    y: int
+
+
+@perdure.step(name="t.quote")
+async def quote(symbol: str) -> Quote:
+    return Quote(symbol=symbol, price=1.5)
+
+
+@perdure.step(name="t.when")
+def when(days: int) -> dt.datetime:  # a sync step: runs in a thread
+    return dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(days=days)
+
+
+@perdure.step(name="t.point")
+async def point(p: Point, scale: int = 1) -> Point:
+    return Point(p.x * scale, p.y * scale)
+
+
+@perdure.workflow(name="t.typed")
+async def typed(symbol: str) -> dict[str, Any]:
+    q = await quote(symbol)
+    w = await when(3)
+    p = await point(Point(1, 2), scale=3)
+    return {"quote_type": type(q).__name__, "price": q.price, "day": w.day, "tz": str(w.tzinfo), "p": [p.x, p.y],
+            "uuid_v4": perdure.uuid4().version, "rand": 0 <= perdure.random() < 1}
+
+
+def test_values_round_trip_through_the_codec_with_their_types() -> None:
+    async def body(client: perdure.Client) -> Any:
+        rid = await client.start(typed, "ACME")
+        return await client.result(rid, timeout=10), await client.steps(rid)
+
+    out, records = on_memory(body)
+    assert out == {"quote_type": "Quote", "price": 1.5, "day": 4, "tz": "UTC", "p": [3, 6], "uuid_v4": 4, "rand": True}
+    assert [r.output for r in records] == [{"symbol": "ACME", "price": 1.5}, "2026-01-04T00:00:00Z", {"x": 3, "y": 6}]
+
+
+attempts_seen: list[int] = []
+
+
+@perdure.tool(name="t.flaky", retry=RetryPolicy(max_attempts=4, initial_interval=0.01, backoff=2, max_interval=0.02,
+                                                 non_retryable=(KeyError,)))
+async def flaky(fail_times: int, kind: str = "transient") -> str:
+    info = perdure.current_step()
+    attempts_seen.append(info.attempt)
+    if kind == "nonretryable":
+        raise KeyError("missing")
+    if info.attempt <= fail_times:
+        raise TimeoutError(f"attempt {info.attempt}")
+    return perdure.idempotency_key()
+
+
+@perdure.workflow(name="t.retries")
+async def retries(fail_times: int, kind: str = "transient") -> Any:
+    try:
+        return await flaky(fail_times, kind)
+    except perdure.StepFailedError as exc:
+        return [exc.error_type, exc.error_message, exc.attempts]
+
+
+def test_retry_policy_retries_transient_and_stops_at_non_retryable() -> None:
+    async def body(client: perdure.Client) -> Any:
+        ok = await client.result(await client.start(retries, 2, run_id="r-ok"), timeout=10)
+        out = await client.result(await client.start(retries, 9), timeout=10)
+        nr = await client.result(await client.start(retries, 0, "nonretryable"), timeout=10)
+        return ok, out, nr
+
+    attempts_seen.clear()
+    ok, exhausted, nonretryable = on_memory(body)
+    assert ok == "r-ok:0"  # the idempotency key: run id and position, the same on every attempt
+    assert exhausted == ["TimeoutError", "attempt 4", 4]
+    assert nonretryable == ["KeyError", "'missing'", 1]
+    assert attempts_seen == [1, 2, 3, 1, 2, 3, 4, 1]
+
+
+def test_retry_policy_delays_and_validation() -> None:
+    p = RetryPolicy(max_attempts=5, initial_interval=1, backoff=3, max_interval=5)
+    assert [p.delay(n) for n in (1, 2, 3)] == [1, 3, 5]
+    for bad in ({"max_attempts": 0}, {"backoff": 0.5}, {"initial_interval": -1}):
+        with pytest.raises(RegistrationError):
+            RetryPolicy(**bad)
+    assert "PermanentError" in p.to_dict()["non_retryable"]
+
+
+@perdure.workflow(name="t.approve")
+async def needs_approval(item: str) -> Any:
+    d = await perdure.approval("publish", {"item": item})
+    return {"approved": d.approved, "by": d.by, "data": d.data}
+
+
+def test_approval_errors_are_typed_and_nothing_is_lost() -> None:
+    async def body(client: perdure.Client) -> Any:
+        rid = await client.start(needs_approval, "post")
+        while (info := await client.status(rid)).pending_approval is None:
+            await asyncio.sleep(0.005)
+        pending = info.pending_approval
+        assert info.status is RunStatus.WAITING and pending.approval_id == "publish-0"
+        assert pending.payload == {"item": "post"}
+        with pytest.raises(RunNotFoundError):
+            await client.approve("no-such-run", "publish-0")
+        with pytest.raises(ApprovalNotFoundError, match="waits for 'publish-0'"):
+            await client.approve(rid, "publish-7")
+        with pytest.raises(ApprovalMismatchError):
+            await client.approve(rid, "publish-0", digest="0" * 64)
+        with pytest.raises(SerializationError):
+            await client.approve(rid, "publish-0", data=object())
+        await client.approve(rid, "publish-0", by="ann", data={"n": 1}, digest=pending.digest)
+        with pytest.raises(ApprovalAlreadyDecidedError):
+            await client.reject(rid, "publish-0")
+        return await client.result(rid, timeout=10)
+
+    assert on_memory(body) == {"approved": True, "by": "ann", "data": {"n": 1}}
+
+
+@perdure.workflow(name="t.badapproval")
+async def bad_approval(name: str, timeout: float | None) -> str:
+    await perdure.approval(name, None, timeout=timeout)
+    return "unreachable"
+
+
+@pytest.mark.parametrize("name,timeout", [("", None), ("has space", None), ("ok", 0), ("ok", -1)])
+def test_bad_approval_arguments_fail_the_run_with_a_typed_error(name: str, timeout: float | None) -> None:
+    async def body(client: perdure.Client) -> Any:
+        rid = await client.start(bad_approval, name, timeout)
+        with pytest.raises(RunFailedError) as err:
+            await client.result(rid, timeout=10)
+        return err.value.error_type
+
+    assert on_memory(body) == "InvalidArgumentError"
+
+
+def test_unserializable_start_arguments_start_nothing() -> None:
+    async def body(client: perdure.Client) -> Any:
+        with pytest.raises(SerializationError, match="arguments of workflow 't.approve'"):
+            await client.start(needs_approval, object())
+        with pytest.raises(TypeError, match="t.approve"):
+            await client.start(needs_approval, "a", "b")
+        with pytest.raises(InvalidArgumentError):
+            await client.start(needs_approval, "a", run_id="")
+        return await client.runs()
+
+    assert on_memory(body) == []
+
+
+def test_unregistered_workflow_fails_the_run_and_positional_args_need_registration() -> None:
+    async def body(client: perdure.Client) -> Any:
+        with pytest.raises(InvalidArgumentError, match="by keyword"):
+            await client.start("nowhere.flow", 1)
+        rid = await client.start("nowhere.flow", x=1)
+        with pytest.raises(RunFailedError) as err:
+            await client.result(rid, timeout=10)
+        return err.value.error_type, err.value.message
+
+    error_type, message = on_memory(body)
+    assert error_type == "WorkflowNotFoundError" and "nowhere.flow" in message
+
+
+def test_result_timeout_leaves_the_run_going() -> None:
+    async def body(client: perdure.Client) -> Any:
+        rid = await client.start(needs_approval, "slow")
+        with pytest.raises(ResultTimeoutError):
+            await client.result(rid, timeout=0.05)
+        return (await client.status(rid)).status
+
+    assert on_memory(body) in (RunStatus.RUNNING, RunStatus.WAITING)
+
+
+def test_durable_operations_outside_a_workflow_raise() -> None:
+    with pytest.raises(NotInWorkflowError, match="client.start"):
+        asyncio.run(quote("X"))
+    with pytest.raises(NotInWorkflowError):
+        asyncio.run(perdure.approval("x", None))
+    with pytest.raises(NotInWorkflowError):
+        asyncio.run(perdure.now())
+    with pytest.raises(NotInWorkflowError):
+        perdure.uuid4()
+    with pytest.raises(NotInStepError):
+        perdure.idempotency_key()
+    with pytest.raises(NotInWorkflowError):
+        asyncio.run(typed("X"))
+
+
+@perdure.step(name="t.nested")
+async def nested() -> str:
+    return await quote("inner")  # type: ignore[return-value]
+
+
+@perdure.workflow(name="t.nests")
+async def nests() -> str:
+    return await nested()
+
+
+def test_a_step_cannot_call_a_step() -> None:
+    async def body(client: perdure.Client) -> Any:
+        return await client.result(await client.start(nests), timeout=10)
+
+    with pytest.raises(RunFailedError) as err:
+        on_memory(body)
+    assert "inside a step" in err.value.message
+
+
+def test_registration_errors() -> None:
+    with pytest.raises(RegistrationError, match="async"):
+        perdure.workflow(lambda: None)
+
+    def other() -> None: ...
+
+    with pytest.raises(RegistrationError, match="two different steps"):
+        perdure.step(name="t.quote")(other)
+    with pytest.raises(RegistrationError, match="generator"):
+
+        @perdure.step
+        async def gen():  # type: ignore[no-untyped-def]
+            yield 1
+
+    with pytest.raises(RegistrationError, match="RetryPolicy"):
+        perdure.step(retry={"max_attempts": 2})(other)  # type: ignore[arg-type]
+
+
+def test_tool_metadata_for_agent_frameworks() -> None:
+    @perdure.tool(name="t.search", description="Search the web.")
+    async def search(query: str, limit: int = 5) -> list[str]:
+        return []
+
+    assert search.description == "Search the web."
+    schema = search.parameters_schema
+    assert schema["required"] == ["query"] and schema["properties"]["limit"]["default"] == 5
+
+
+def test_payload_limit_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from perdure.core.codec import encode
+
+    monkeypatch.setenv("PERDURE_MAX_PAYLOAD_BYTES", "10")
+    with pytest.raises(perdure.PayloadTooLargeError, match="over the limit of 10 bytes"):
+        encode("x" * 20, where="test value")
+    monkeypatch.setenv("PERDURE_MAX_PAYLOAD_BYTES", "lots")
+    with pytest.raises(SerializationError, match="must be an integer"):
+        encode("x", where="test value")
