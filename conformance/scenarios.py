@@ -358,3 +358,9 @@ async def kill_while_tool_retried(h: Harness) -> dict[str, Any]:
 
 def by_name() -> dict[str, Scenario]:
     return {s.name: s for s in SCENARIOS}
+
+
+# Agent-framework scenarios register themselves with @scenario when their framework is installed.
+from .agents import load as _load_agent_scenarios  # noqa: E402
+
+_load_agent_scenarios()

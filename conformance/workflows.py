@@ -207,3 +207,9 @@ async def inspection() -> str:
     except StepFailedError:
         pass
     return f"approved={decision.approved}"
+
+
+# Worker processes serve the agent-framework conformance workflows too (when the framework is installed).
+from .agents import load as _load_agent_workflows  # noqa: E402
+
+_load_agent_workflows()

@@ -9,6 +9,7 @@ write refused (:class:`FencedError`) and a new worker replays the run from its j
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ from ...core.types import (
     StepStatus,
 )
 
-_POLL = 0.002  # seconds between checks while waiting for a decision or a deadline
+_RECHECK = 0.05  # seconds: how often a waiting approval re-checks fencing, cancel and its deadline
 
 
 @dataclass
@@ -71,6 +72,7 @@ class Run:
     decisions: dict[str, Decision] = field(default_factory=dict)
     owner: int | None = None  # epoch of the worker executing the run
     task: asyncio.Task[None] | None = None
+    waker: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None  # set while waiting on a decision
 
     def info(self) -> RunInfo:
         pending = None
@@ -137,6 +139,9 @@ class MemoryEngine:
                         f"approval {approval_id!r} of run {run_id!r} was already decided or timed out"
                     )
                 run.decisions[approval_id] = decision  # kept even when no worker runs
+                if run.waker is not None:
+                    loop, event = run.waker
+                    loop.call_soon_threadsafe(event.set)
                 return
         raise ApprovalNotFoundError(f"run {run_id!r} has no pending approval {approval_id!r}")
 
@@ -266,16 +271,25 @@ class MemoryJournal(Journal):
             entry.request = request
             entry.deadline = None if request.timeout is None else time.time() + request.timeout
         self.run.status = RunStatus.WAITING
-        while True:
-            self.engine.check(self.run, self.epoch)
-            decision = self.run.decisions.get(request.approval_id)
-            if decision is not None:
-                envelope = decision_envelope(request, decision)
-                break
-            if entry.deadline is not None and time.time() >= entry.deadline:
-                envelope = timeout_envelope(request)
-                break
-            await asyncio.sleep(_POLL)
+        event = asyncio.Event()
+        self.run.waker = (asyncio.get_running_loop(), event)
+        try:
+            while True:
+                event.clear()  # before the checks, so a decision arriving after them still wakes us
+                self.engine.check(self.run, self.epoch)
+                decision = self.run.decisions.get(request.approval_id)
+                if decision is not None:
+                    envelope = decision_envelope(request, decision)
+                    break
+                if entry.deadline is not None and time.time() >= entry.deadline:
+                    envelope = timeout_envelope(request)
+                    break
+                # Woken by decide(); the bounded wait re-checks fencing, cancel and the deadline.
+                left = _RECHECK if entry.deadline is None else min(_RECHECK, max(entry.deadline - time.time(), 0))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), left)
+        finally:
+            self.run.waker = None
         self._record(entry, envelope)
         self.run.status = RunStatus.RUNNING
         return envelope

@@ -1,0 +1,1 @@
+"""Agent-framework integrations: each makes a framework's agents durable on any perdure backend."""

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Every check, from a fresh clone: set-up (venv, PostgreSQL, Restate server), ruff, mypy, then pytest over
+# tests/ -- the core, the reference engine, the conformance suite with real servers and real SIGKILLs on
+# every engine, and the agent integrations. Extra arguments go to pytest (e.g. -k dbos).
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bash "$ROOT/scripts/setup.sh" --engines
+cd "$ROOT"
+.venv/bin/ruff check .
+.venv/bin/mypy .
+set +e
+.venv/bin/python -m pytest tests -ra "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+  echo "test.sh: pytest collected no tests -- that is a failure here" >&2
+  exit 1
+fi
+exit "$rc"
