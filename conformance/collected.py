@@ -7,6 +7,7 @@ the package root), and relative imports would register the conformance workflows
 from __future__ import annotations
 
 import pytest
+
 from perdure.conformance.suite import ConformanceSuite
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from perdure.core import config
 from perdure.core.errors import (
     BackendNotInstalledError,

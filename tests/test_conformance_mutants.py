@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import pytest
+
 from perdure.adapters.memory import MemoryBackend, MemoryEngine
 from perdure.adapters.memory.engine import MemoryJournal
 from perdure.conformance.harness import MemoryHarness

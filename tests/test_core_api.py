@@ -9,8 +9,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import perdure
 import pytest
+from pydantic import BaseModel
+
+import perdure
 from perdure import (
     ApprovalAlreadyDecidedError,
     ApprovalMismatchError,
@@ -26,7 +28,6 @@ from perdure import (
     RunStatus,
     SerializationError,
 )
-from pydantic import BaseModel
 
 
 def on_memory(body: Callable[[perdure.Client], Awaitable[Any]]) -> Any:

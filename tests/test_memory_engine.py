@@ -6,8 +6,9 @@ import asyncio
 import uuid
 from typing import Any
 
-import perdure
 import pytest
+
+import perdure
 from perdure.adapters.memory import MemoryBackend, engine_for
 from perdure.core.errors import RunConflictError
 
