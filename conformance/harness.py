@@ -31,10 +31,9 @@ from ..core.client import Client
 from ..core.config import backend_class
 from ..core.errors import ConfigurationError
 from ..core.types import RunInfo, RunStatus, StepRecord
-from . import workflows
 from .ledger import ENV_DIR, Ledger
 
-WORKER_APP = "perdure.conformance.workflows"
+WORKER_APP = "perdure.conformance.app"
 
 
 class Harness(ABC):
@@ -51,6 +50,7 @@ class Harness(ABC):
         self.prefix = f"conf-{uuid.uuid4().hex[:8]}"
         self._client: Client | None = None
         self._ids = 0
+        self.ready_at = 0.0  # wall-clock time the last started worker reported ready
 
     @property
     def client(self) -> Client:
@@ -148,14 +148,14 @@ class MemoryHarness(Harness):
         # Step bodies find the ledger through the environment, as they do in worker processes.
         self._saved_env = os.environ.get(ENV_DIR)
         os.environ[ENV_DIR] = str(self.workdir)
-        workflows.VARIANT = "base"
+        self.set_variant("base")
 
     def teardown(self) -> None:
         if self._saved_env is None:
             os.environ.pop(ENV_DIR, None)
         else:
             os.environ[ENV_DIR] = self._saved_env
-        workflows.VARIANT = "base"
+        self.set_variant("base")
         super().teardown()
 
     async def start_worker(self) -> None:
@@ -164,6 +164,7 @@ class MemoryHarness(Harness):
         ready = asyncio.Event()
         self._worker = asyncio.create_task(self.make_backend().serve(ready=ready.set))
         await ready.wait()
+        self.ready_at = time.time()
 
     async def kill_worker(self) -> None:
         if self._worker is None:
@@ -175,6 +176,8 @@ class MemoryHarness(Harness):
         self._worker = None
 
     def set_variant(self, variant: str) -> None:
+        from . import workflows
+
         workflows.VARIANT = variant
 
 
@@ -240,6 +243,7 @@ class ProcessHarness(Harness):
                     proc.kill()
                     raise RuntimeError(f"worker did not start:\n{log_path.read_text()[-3000:]}")
                 await asyncio.sleep(0.02)
+            self.ready_at = time.time()
 
     async def kill_worker(self) -> None:
         for p in self.procs:

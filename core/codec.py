@@ -120,13 +120,22 @@ class CallCodec:
             elif p.kind is inspect.Parameter.VAR_KEYWORD:
                 ann = dict[str, ann]  # type: ignore[valid-type]
             self.params.append((p.name, p.kind, adapter_for(ann)))
+        positional_kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        params = list(self.signature.parameters.values())
+        self._simple = all(p.kind in positional_kinds for p in params)
+        self._positional = [p.name for p in params if p.kind in positional_kinds]
+        self._required = sum(1 for p in params if p.default is inspect.Parameter.empty)
 
     def encode_args(self, args: tuple[Any, ...], kwargs: dict[str, Any], *, where: str) -> str:
-        try:
-            bound = self.signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise TypeError(f"{where}: {exc}") from None
-        return encode(bound.arguments, where=f"arguments of {where}")
+        if self._simple and not kwargs and self._required <= len(args) <= len(self._positional):
+            # The common case (positional arguments only), without Signature.bind's ~10 us.
+            arguments: dict[str, Any] = dict(zip(self._positional, args, strict=False))
+        else:
+            try:
+                arguments = self.signature.bind(*args, **kwargs).arguments
+            except TypeError as exc:
+                raise TypeError(f"{where}: {exc}") from None
+        return encode(arguments, where=f"arguments of {where}")
 
     def decode_args(self, text: str, *, where: str) -> tuple[list[Any], dict[str, Any]]:
         raw = decode(text, dict[str, Any], where=f"arguments of {where}")

@@ -91,7 +91,9 @@ def _harness(backend_cls: type[MemoryBackend], name: str) -> MemoryHarness:
 
 def test_suite_has_every_semantics_scenario() -> None:
     numbers = {s.number for s in SCENARIOS}
-    assert numbers == set(range(1, 16)), f"missing SEMANTICS.md scenarios: {set(range(1, 16)) - numbers}"
+    # 1-15 are SEMANTICS.md's list; 16 are the agent-framework scenarios (when a framework is installed).
+    assert numbers >= set(range(1, 16)), f"missing SEMANTICS.md scenarios: {set(range(1, 16)) - numbers}"
+    assert numbers <= set(range(1, 17))
     assert len(SCENARIOS) >= 15
 
 

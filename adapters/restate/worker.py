@@ -1,0 +1,151 @@
+"""A perdure worker on Restate: serve the perdure service (hypercorn, in this process) and register it.
+
+Restate pushes work to the service over HTTP/2 and pins each invocation to the deployment it started on,
+so a worker restarted after a crash serves the *same* address; the socket is opened with ``SO_REUSEPORT``
+so several workers can share that address. After a SIGKILL, Restate retries the dead worker's invocations
+(test profile: every 50-100 ms) and the next worker replays them from their journals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import restate
+from hypercorn.asyncio import serve as hypercorn_serve
+from hypercorn.config import Config
+from restate.server import install_shutdown_hook
+
+from .http import RestateHTTP, RestateHTTPError, sql_literal
+from .service import build_service
+from .settings import RestateSettings
+
+log = logging.getLogger("perdure.restate")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if hasattr(socket, "SO_REUSEPORT"):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    sock.listen(1024)  # listening before registration: Restate's discovery call waits in the backlog
+    sock.setblocking(False)
+    return sock
+
+
+async def register(http: RestateHTTP, settings: RestateSettings, patience: float = 30.0) -> None:
+    """Register the deployment (forcing an update of an existing one at the same address)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    while True:
+        try:
+            await http.register(settings.deployment)
+            return
+        except (RestateHTTPError, OSError) as exc:
+            if loop.time() > deadline:
+                raise RestateHTTPError(f"cannot register {settings.deployment} with {settings.admin}: {exc}") from exc
+            await asyncio.sleep(0.2)
+
+
+async def is_registered(http: RestateHTTP, settings: RestateSettings) -> bool:
+    """Whether a deployment at this worker's address already serves the perdure service."""
+    for deployment in await http.deployments():
+        if deployment.get("uri", "").rstrip("/") == settings.deployment.rstrip("/"):
+            return any(s.get("name") == settings.service for s in deployment.get("services", []))
+    return False
+
+
+async def _resume_paused(http: RestateHTTP, settings: RestateSettings) -> None:
+    """Resume this service's invocations Restate paused after its retry limit (a long worker outage)."""
+    rows = await http.query(
+        "SELECT id FROM sys_invocation "
+        f"WHERE target_service_name = {sql_literal(settings.service)} AND status = 'paused'"
+    )
+    for row in rows:
+        await http.resume(row["id"])
+    if rows:
+        log.warning("resumed %d paused perdure invocation(s)", len(rows))
+
+
+async def _refresh(http: RestateHTTP, settings: RestateSettings) -> None:
+    try:
+        await register(http, settings)
+        await _resume_paused(http, settings)
+    except Exception:  # the worker serves anyway; say why the registration could not be refreshed
+        log.exception("could not refresh the Restate deployment %s", settings.deployment)
+
+
+def _answer_lifespan(app: Any) -> Any:
+    """The SDK's ASGI app refuses lifespan events (hypercorn then logs a warning): answer them here."""
+
+    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    return wrapped
+
+
+def _stop_on_sigterm(task: asyncio.Task[object] | None) -> None:
+    """The SDK takes over SIGTERM (to drain its streams) when it sees its first request, replacing any
+    handler set before; register with its dispatcher so SIGTERM still stops this worker."""
+    if task is None:
+        return
+
+    def stop() -> None:
+        task.cancel()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        install_shutdown_hook(asyncio.get_running_loop(), stop, signal.SIGTERM)
+
+
+async def serve_deployment(settings: RestateSettings, http: RestateHTTP, ready: Callable[[], None] | None) -> None:
+    """Serve until cancelled; ``ready`` is called once Restate has the deployment registered."""
+    app = _answer_lifespan(restate.app([build_service(settings, http)]))
+    # Ask the admin API first: the first request creates the HTTP client (lazy imports, ~0.1 s of blocked
+    # loop) -- better done before the socket listens and Restate's retries start arriving.
+    restarted = await is_registered(http, settings)
+    host, port = settings.deployment_address
+    sock = _listen(host, port)
+    config = Config()
+    config.bind = [f"fd://{sock.detach()}"]  # hypercorn owns (and closes) the socket from here
+    config.accesslog = None
+    config.loglevel = "WARNING"
+    config.h2_max_concurrent_streams = 1000
+    stop = asyncio.Event()
+    _stop_on_sigterm(asyncio.current_task())
+    server = asyncio.create_task(hypercorn_serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+    background: asyncio.Task[None] | None = None
+    try:
+        if restarted:
+            # A restart: Restate already routes this address's runs here. Refreshing the registration
+            # takes 0.1-0.5 s and need not delay recovery.
+            background = asyncio.create_task(_refresh(http, settings))
+        else:
+            await register(http, settings)
+            await _resume_paused(http, settings)
+        if ready is not None:
+            ready()
+        await server
+    finally:
+        if background is not None:
+            background.cancel()
+        stop.set()
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(asyncio.shield(server), 2.0)
+        server.cancel()

@@ -1,0 +1,248 @@
+"""Function tool calls as perdure tools, keyed by the model's ``tool_call_id``.
+
+Every :class:`agents.FunctionTool` of a durable agent is registered as a perdure tool named
+``openai_agents.tool.<tool name>``. In the workflow, the agent's copy of the tool gets a
+:class:`DurableInvoker` instead of its ``on_invoke_tool``: it records one call of that perdure tool, with
+the idempotency key ``<run id>:<tool_call_id>`` (``perdure.idempotency_key()`` inside the tool body).
+The body runs wherever the engine runs steps; it rebuilds a :class:`ToolContext` and calls the tool's own
+implementation, so the SDK's argument parsing and validation are unchanged. Failures go through
+perdure's retry policy first; only a failure that is final is formatted for the model the way the SDK
+would have (the tool's ``failure_error_function``), and that formatting is recorded by replay too.
+
+What the tool returns is recorded as what the model will see: plain JSON data as is, the SDK's structured
+outputs (text/image/file) as their JSON form, typed outputs through the tool's output adapter, and any
+other object as ``str(value)`` -- the text the SDK would have sent. A replay therefore hands the SDK the
+same tool output, and every later model call gets the same input as in the first run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pydantic_core
+from agents.exceptions import ToolTimeoutError
+from agents.tool import (
+    FunctionTool,
+    ToolOutputFileContent,
+    ToolOutputImage,
+    ToolOutputText,
+    _FailureHandlingFunctionToolInvoker,
+    maybe_invoke_function_tool_failure_error_function,
+)
+from agents.tool_context import ToolContext
+from pydantic import TypeAdapter
+
+from perdure.core.codec import to_jsonable
+from perdure.core.errors import NonDeterminismError, RegistrationError, StepFailedError
+from perdure.core.registry import Step, get_step
+from perdure.core.registry import tool as perdure_tool
+from perdure.core.retry import RetryPolicy
+from perdure.core.runtime import RunContext
+
+TOOL_PREFIX = "openai_agents.tool."
+# Arguments the model got wrong (ModelBehaviorError) or a misdeclared tool (UserError) fail the same way
+# on every attempt: the SDK reports them to the model at once.
+TOOL_RETRY = RetryPolicy(
+    max_attempts=3, initial_interval=1.0, backoff=2.0, max_interval=30.0,
+    non_retryable=("ModelBehaviorError", "UserError"),
+)
+
+_tools: dict[str, FunctionTool] = {}
+_STRUCTURED = (ToolOutputText, ToolOutputImage, ToolOutputFileContent)
+_STRUCTURED_ADAPTER: TypeAdapter[Any] = TypeAdapter(ToolOutputText | ToolOutputImage | ToolOutputFileContent)
+
+
+def step_name(tool: FunctionTool) -> str:
+    return TOOL_PREFIX + tool.qualified_name
+
+
+def _fingerprint(tool: FunctionTool) -> tuple[Any, ...]:
+    """What makes two FunctionTool objects the same tool (a module imported twice builds new objects)."""
+    fn = getattr(tool, "__wrapped__", None)
+    if callable(fn):
+        return ("fn", getattr(fn, "__module__", None), getattr(fn, "__qualname__", None))
+    return ("schema", tool.description, pydantic_core.to_json(tool.params_json_schema).decode())
+
+
+def register_tool(tool: FunctionTool, retry: RetryPolicy | None = None) -> Step[Any, Any]:
+    """Register ``tool`` as the perdure tool ``openai_agents.tool.<name>`` (idempotent for the same tool)."""
+    name = step_name(tool)
+    existing = _tools.get(name)
+    if existing is not None and existing is not tool and _fingerprint(existing) != _fingerprint(tool):
+        raise RegistrationError(
+            f"two different function tools are named {tool.qualified_name!r}; perdure records tool calls by "
+            "name, so give one another name (function_tool(name_override=...))"
+        )
+    _tools[name] = tool
+    if existing is not None:
+        return get_step(name)
+    step: Step[Any, Any] = perdure_tool(
+        _body_for(name), name=name, description=tool.description, retry=retry or TOOL_RETRY
+    )
+    return step
+
+
+def registered_tool(name: str) -> FunctionTool:
+    try:
+        return _tools[name]
+    except KeyError:
+        raise RegistrationError(
+            f"function tool {name.removeprefix(TOOL_PREFIX)!r} is not registered in this process; call "
+            "perdure.integrations.openai_agents.register(agent) when the module defining the agent is imported"
+        ) from None
+
+
+# --- the run context a tool body sees -------------------------------------------------------------
+def encode_context(context: Any) -> dict[str, Any] | None:
+    """The run's ``context`` object as JSON plus its type, so a tool body in any process gets it back."""
+    if context is None:
+        return None
+    cls = type(context)
+    return {
+        "type": f"{cls.__module__}:{cls.__qualname__}",
+        "value": to_jsonable(context, where="the agent run context (context=...)"),
+    }
+
+
+def decode_context(data: dict[str, Any] | None) -> Any:
+    if data is None:
+        return None
+    module, _, qualname = data["type"].partition(":")
+    try:
+        cls: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            cls = getattr(cls, part)
+    except (ImportError, AttributeError):
+        return data["value"]
+    return TypeAdapter(cls).validate_python(data["value"])
+
+
+# --- tool outputs, recorded as the model will see them ----------------------------------------------
+def _plain_json(value: Any) -> bool:
+    if value is None or isinstance(value, str | bool | int | float):
+        return True
+    if isinstance(value, list):
+        return all(_plain_json(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain_json(v) for k, v in value.items())
+    return False
+
+
+def encode_output(tool: FunctionTool, output: Any) -> dict[str, Any]:
+    adapter = tool._output_type_adapter
+    if adapter is not None:
+        return {"kind": "typed", "value": adapter.dump_python(output, mode="json", by_alias=True)}
+    if isinstance(output, _STRUCTURED):
+        return {"kind": "structured", "value": output.model_dump(mode="json")}
+    if isinstance(output, list | tuple) and output and all(isinstance(o, _STRUCTURED) for o in output):
+        return {"kind": "structured_list", "value": [o.model_dump(mode="json") for o in output]}
+    if _plain_json(output):
+        return {"kind": "json", "value": output}
+    return {"kind": "text", "value": str(output)}
+
+
+def decode_output(tool: FunctionTool, data: dict[str, Any]) -> Any:
+    kind, value = data["kind"], data["value"]
+    if kind == "typed" and tool._output_type_adapter is not None:
+        return tool._output_type_adapter.validate_python(value)
+    if kind == "structured":
+        return _STRUCTURED_ADAPTER.validate_python(value)
+    if kind == "structured_list":
+        return [_STRUCTURED_ADAPTER.validate_python(v) for v in value]
+    return value
+
+
+# --- the step body --------------------------------------------------------------------------------
+def _implementation(tool: FunctionTool) -> Callable[[ToolContext[Any], str], Awaitable[Any]]:
+    """The tool's own implementation, without the SDK's error-to-text conversion: a failure must reach
+    perdure's retry policy first."""
+    invoker = tool.on_invoke_tool
+    if isinstance(invoker, _FailureHandlingFunctionToolInvoker):
+        return invoker._invoke_tool_impl
+    return invoker
+
+
+def _timeout_message(tool: FunctionTool, seconds: float) -> str:
+    return f"Tool '{tool.name}' timed out after {seconds:g} seconds."
+
+
+def _body_for(name: str) -> Callable[..., Awaitable[dict[str, Any]]]:
+    async def body(arguments: str, call_id: str, context: Any = None) -> dict[str, Any]:
+        tool = registered_tool(name)
+        ctx: ToolContext[Any] = ToolContext(
+            context=decode_context(context), tool_name=tool.name, tool_call_id=call_id, tool_arguments=arguments,
+            tool_namespace=tool._tool_namespace,
+        )
+        call = _implementation(tool)(ctx, arguments)
+        if tool.timeout_seconds is None:
+            output = await call
+        else:  # the timeout runs here, inside the step, where a timer cannot make the workflow diverge
+            try:
+                output = await asyncio.wait_for(call, tool.timeout_seconds)
+            except TimeoutError:
+                if tool.timeout_behavior == "raise_exception":
+                    raise ToolTimeoutError(tool_name=tool.name, timeout_seconds=tool.timeout_seconds) from None
+                output = _timeout_message(tool, tool.timeout_seconds)
+        return {"call_id": call_id, **encode_output(tool, output)}
+
+    body.__qualname__ = body.__name__ = "openai_agents_tool_body"
+    return body
+
+
+# --- the workflow side ----------------------------------------------------------------------------
+_keys: weakref.WeakKeyDictionary[RunContext, dict[str, int]] = weakref.WeakKeyDictionary()
+
+
+def key_for(run: RunContext, call_id: str) -> str:
+    """The idempotency-key suffix of a tool call: its ``tool_call_id``. Counted per perdure run (each
+    execution of the workflow counts again, in the same order), so a provider that reuses ids -- or two
+    agents run one after the other with scripted ids -- still gives every call its own key (``#2``...)."""
+    seen = _keys.setdefault(run, {})
+    n = seen.get(call_id, 0) + 1
+    seen[call_id] = n
+    return call_id if n == 1 else f"{call_id}#{n}"
+
+
+class DurableInvoker:
+    """``on_invoke_tool`` of a durable agent's tool: one recorded perdure tool call per ``tool_call_id``."""
+
+    def __init__(self, original: FunctionTool, step: Step[Any, Any], session: Any) -> None:
+        self.original = original
+        self.step = step
+        self.session = session
+        self.formats_failures = isinstance(original.on_invoke_tool, _FailureHandlingFunctionToolInvoker)
+        self.tool: FunctionTool | None = None  # the agent's copy, set once it exists
+
+    async def __call__(self, ctx: ToolContext[Any], arguments: str) -> Any:
+        try:
+            return await self._call(ctx, arguments)
+        except BaseException as exc:
+            # The SDK wraps what a tool raises in its own UserError; the runner re-raises this original
+            # (a NonDeterminismError, a cancellation, an engine's own control-flow error) instead.
+            self.session.remember(exc)
+            raise
+
+    async def _call(self, ctx: ToolContext[Any], arguments: str) -> Any:
+        run = self.session.run_context()
+        call_id = ctx.tool_call_id
+        key = key_for(run, call_id)
+        position = run._position  # call_step takes this position before its first await
+        try:
+            recorded = await run.call_step(self.step, (arguments, call_id, self.session.context_payload), {}, key=key)
+        except StepFailedError as exc:
+            if not self.formats_failures:
+                raise
+            message = await maybe_invoke_function_tool_failure_error_function(
+                function_tool=self.tool or self.original, context=ctx, error=exc
+            )
+            if message is None:
+                raise
+            return message
+        if recorded.get("call_id") != call_id:
+            # Parallel tool calls replayed in another order than they were recorded in.
+            raise NonDeterminismError(position, f"tool call {recorded.get('call_id')!r}", f"tool call {call_id!r}")
+        return decode_output(self.original, recorded)

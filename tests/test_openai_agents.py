@@ -1,0 +1,514 @@
+"""The OpenAI Agents SDK integration on the reference engine: serialization, replay, crashes, approvals.
+
+Crashes here are the reference engine's in-process simulation (``crash_workers``); the same agent
+scenarios with real SIGKILLed worker processes on DBOS, Restate and Temporal are in
+``test_openai_agents_engines.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+pytest.importorskip("agents")
+
+from agents import (  # noqa: E402
+    Agent,
+    ComputerTool,
+    FunctionTool,
+    Handoff,
+    ModelSettings,
+    RunConfig,
+    RunContextWrapper,
+    WebSearchTool,
+    function_tool,
+    handoff,
+)
+from agents.agent_output import AgentOutputSchema  # noqa: E402
+from agents.items import ModelResponse  # noqa: E402
+from agents.models.interface import ModelProvider, ModelTracing  # noqa: E402
+from agents.testing import assistant_message, function_call  # noqa: E402
+from agents.tool import ToolOutputText  # noqa: E402
+from agents.usage import Usage  # noqa: E402
+from openai.types.responses import ResponseReasoningItem  # noqa: E402
+from openai.types.responses.response_reasoning_item import Summary  # noqa: E402
+from pydantic import BaseModel  # noqa: E402
+
+import perdure  # noqa: E402
+from perdure.adapters.memory import engine_for  # noqa: E402
+from perdure.core.errors import ConfigurationError, NotInWorkflowError, PermanentError  # noqa: E402
+from perdure.core.types import RunStatus  # noqa: E402
+from perdure.integrations.openai_agents import (  # noqa: E402
+    DurableRunner,
+    ScriptedModel,
+    Turn,
+    call,
+    register_model,
+)
+from perdure.integrations.openai_agents.model import (  # noqa: E402
+    decode_request,
+    dump_response,
+    encode_request,
+    load_response,
+)
+from perdure.integrations.openai_agents.scripted import build_response  # noqa: E402
+from perdure.integrations.openai_agents.tools import decode_output, encode_output  # noqa: E402
+
+# --- serialization --------------------------------------------------------------------------------
+
+
+def test_model_response_round_trip_is_exact() -> None:
+    response = ModelResponse(
+        output=[
+            ResponseReasoningItem(id="rs_1", summary=[Summary(text="think", type="summary_text")], type="reasoning"),
+            function_call("search", {"q": "x", "n": [1, 2]}, call_id="call_a"),
+            assistant_message("hello", item_id="msg_1"),
+        ],
+        usage=Usage(requests=1, input_tokens=10, output_tokens=5, total_tokens=15),
+        response_id="resp_1",
+        request_id="req_1",
+    )
+    data = dump_response(response)
+    restored = load_response(perdure.core.codec.to_jsonable(data, where="test"))
+    assert restored == response
+    assert [type(i) for i in restored.output] == [type(i) for i in response.output]
+    assert dump_response(restored) == data
+
+
+class Report(BaseModel):
+    title: str
+    score: int
+
+
+def test_model_request_round_trip_keeps_what_the_real_model_needs() -> None:
+    @function_tool
+    def lookup(topic: str, depth: int = 1) -> str:
+        """Look a topic up."""
+        return topic
+
+    writer = Agent(name="writer")
+    settings = ModelSettings(temperature=0.2, tool_choice="auto", extra_body={"x": 1})
+    schema = AgentOutputSchema(Report)
+    h: Handoff[Any, Any] = handoff(writer)
+    data = encode_request(
+        "be brief", [{"role": "user", "content": "hi"}], settings, [lookup, WebSearchTool()], schema, [h],
+        ModelTracing.DISABLED, None, "conv_1", None,
+    )
+    back = decode_request(perdure.core.codec.to_jsonable(data, where="test"))
+    assert back["model_settings"] == settings
+    tool, web = back["tools"]
+    assert isinstance(tool, FunctionTool) and tool.params_json_schema == lookup.params_json_schema
+    assert tool.description == "Look a topic up." and isinstance(web, WebSearchTool)
+    assert back["handoffs"][0].tool_name == "transfer_to_writer"
+    assert back["output_schema"].json_schema() == schema.json_schema()
+    assert back["output_schema"].name() == schema.name() and back["conversation_id"] == "conv_1"
+
+
+def test_tool_outputs_are_recorded_as_the_model_sees_them() -> None:
+    @function_tool
+    def plain() -> str:
+        return ""
+
+    class Thing(BaseModel):
+        a: int
+
+    for value, expected in [
+        ("text", "text"),
+        ({"a": [1, "b"]}, {"a": [1, "b"]}),
+        (Thing(a=1), "a=1"),  # the SDK sends str(value) for objects it does not know
+        ((1, 2), "(1, 2)"),
+    ]:
+        assert decode_output(plain, encode_output(plain, value)) == expected
+    structured = ToolOutputText(text="hi")
+    assert decode_output(plain, encode_output(plain, structured)) == structured
+    assert decode_output(plain, encode_output(plain, [structured, structured])) == [structured, structured]
+
+
+def test_the_scripted_model_replies_from_the_input_not_the_call_order() -> None:
+    def reply(turn: Turn) -> Any:
+        return "done" if turn.outputs("search") else [call("search", q="a"), call("search", q="b")]
+
+    model = ScriptedModel(reply)
+
+    async def ask(items: list[dict[str, Any]]) -> ModelResponse:
+        return await model.get_response(
+            None, items, ModelSettings(), [], None, [], ModelTracing.DISABLED,
+            previous_response_id=None, conversation_id=None, prompt=None,
+        )
+
+    first = [{"role": "user", "content": "go"}]
+    a, b = asyncio.run(ask(first)), asyncio.run(ask(first))
+    assert a == b and [o.call_id for o in a.output] == ["call_0_search", "call_1_search"]
+    later = first + [o.model_dump(exclude_unset=True) for o in a.output] + [
+        {"type": "function_call_output", "call_id": "call_0_search", "output": "x"},
+    ]
+    assert asyncio.run(ask(later)).output[0].content[0].text == "done"
+    turn = ScriptedModel.turn(None, later, [], [])
+    assert build_response(turn, "done") == asyncio.run(ask(later))
+
+
+# --- durable runs on the reference engine ---------------------------------------------------------
+gates: dict[str, asyncio.Event] = {}
+arrived: dict[str, int] = {}
+ran: list[str] = []
+
+
+async def gate(label: str) -> None:
+    """Count a call; if a test armed ``label``, wait until it is released (or the worker 'dies')."""
+    ran.append(label)
+    arrived[label] = arrived.get(label, 0) + 1
+    event = gates.get(label)
+    if event is not None:
+        await event.wait()
+
+
+def on_memory(body: Callable[[perdure.Client, str], Awaitable[Any]]) -> Any:
+    async def main() -> Any:
+        url = f"memory://oai-{uuid.uuid4().hex[:8]}"
+        worker = asyncio.create_task(perdure.serve(url))
+        try:
+            return await body(perdure.Client(url), url)
+        finally:
+            worker.cancel()
+
+    gates.clear()
+    arrived.clear()
+    ran.clear()
+    return asyncio.run(main())
+
+
+async def arrive(label: str, count: int = 1) -> None:
+    for _ in range(4000):
+        if arrived.get(label, 0) >= count:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"{label} never reached")
+
+
+async def restart(url: str) -> None:
+    """Crash every worker of ``url`` (their tasks are cancelled where they stand) and start a new one."""
+    engine_for(url.split("://", 1)[1]).crash_workers()
+    asyncio.get_running_loop().create_task(perdure.serve(url))
+
+
+@function_tool
+async def fetch(source: str) -> str:
+    """Fetch one source; the first source is the slowest, so calls finish in reverse order."""
+    await gate(f"fetch-{source}")
+    await asyncio.sleep({"a": 0.06, "b": 0.03, "c": 0.0}[source])
+    return f"<{source}>"
+
+
+async def _fetcher(turn: Turn) -> Any:
+    if not turn.called("fetch"):
+        await gate("model-plan")
+        return [call("fetch", source=s) for s in "abc"]
+    await gate("model-answer")
+    return " ".join(turn.outputs("fetch"))
+
+
+register_model("t.oai.fetcher", ScriptedModel(_fetcher))
+fetcher = Agent(name="fetcher", model="t.oai.fetcher", tools=[fetch])
+
+
+@perdure.workflow(name="t.oai.fetch")
+async def fetch_all() -> str:
+    result = await DurableRunner.run(fetcher, "fetch everything")
+    return str(result.final_output)
+
+
+def test_parallel_tool_calls_replay_in_the_order_the_model_listed_them() -> None:
+    async def body(client: perdure.Client, url: str) -> Any:
+        gates["model-answer"] = asyncio.Event()
+        rid = await client.start(fetch_all)
+        await arrive("model-answer")
+        await restart(url)  # all three fetches are recorded, the answer is in flight
+        await arrive("model-answer", 2)
+        gates["model-answer"].set()
+        return await client.result(rid, timeout=10), await client.steps(rid)
+
+    out, records = on_memory(body)
+    assert out == "<a> <b> <c>"
+    assert ran.count("model-plan") == 1 and sorted(ran).count("fetch-a") == 1 and ran.count("model-answer") == 2
+    tools = [r.output["call_id"] for r in records if r.kind.value == "tool"]
+    assert tools == ["call_0_fetch", "call_1_fetch", "call_2_fetch"]
+
+
+def test_a_replay_that_pairs_a_tool_call_with_another_call_s_record_fails_loudly() -> None:
+    async def body(client: perdure.Client, url: str) -> Any:
+        gates["model-answer"] = asyncio.Event()
+        rid = await client.start(fetch_all)
+        await arrive("model-answer")
+        run = engine_for(url.split("://", 1)[1]).runs[rid]
+        first, second = run.journal[1].envelope, run.journal[2].envelope
+        run.journal[1].envelope, run.journal[2].envelope = second, first  # as if replayed out of order
+        await restart(url)
+        gates["model-answer"].set()
+        return await client.backend.wait(rid, 10)
+
+    info = on_memory(body)
+    assert info.status is RunStatus.FAILED
+    assert info.error is not None and info.error.type == "NonDeterminismError", info.error
+
+
+flaky_budget: dict[str, int] = {}
+
+
+@function_tool
+async def charge(amount: int) -> str:
+    """Charge a card."""
+    key = perdure.idempotency_key()
+    ran.append(f"charge:{key}")
+    if amount < 0:
+        raise PermanentError("negative amount")
+    if flaky_budget.get("charge", 0) > 0:
+        flaky_budget["charge"] -= 1
+        raise ConnectionError("gateway unreachable")
+    return f"charged {amount}"
+
+
+def _charger(turn: Turn) -> Any:
+    if not turn.called("charge"):
+        return call("charge", amount=int(turn.user_text))
+    return f"model saw: {turn.outputs('charge')[-1]}"
+
+
+register_model("t.oai.charger", ScriptedModel(_charger))
+charger = Agent(name="charger", model="t.oai.charger", tools=[charge])
+
+
+@perdure.workflow(name="t.oai.charge")
+async def charge_flow(amount: int) -> str:
+    return str((await DurableRunner.run(charger, str(amount))).final_output)
+
+
+def test_tool_failures_are_retried_by_perdure_then_formatted_for_the_model_like_the_sdk_does() -> None:
+    async def body(client: perdure.Client, url: str) -> Any:
+        flaky_budget["charge"] = 1
+        ok = await client.result(await client.start(charge_flow, 5), timeout=30)
+        rid = await client.start(charge_flow, -1)
+        bad = await client.result(rid, timeout=30)
+        return ok, bad, await client.steps(rid)
+
+    ok, bad, records = on_memory(body)
+    assert ok == "model saw: charged 5"
+    assert bad == "model saw: An error occurred while running the tool. Please try again."  # the SDK's text
+    tool = [r for r in records if r.kind.value == "tool"][0]
+    assert tool.status.value == "FAILED" and tool.error is not None and tool.error.type == "PermanentError"
+    keys = [r for r in ran if r.startswith("charge:")]
+    assert len(keys) == 3 and keys[0] == keys[1] and keys[0].endswith(":call_0_charge")  # retry: same key
+
+
+@perdure.workflow(name="t.oai.charge_twice")
+async def charge_twice() -> list[str]:
+    return [str((await DurableRunner.run(charger, str(n))).final_output) for n in (1, 2)]
+
+
+def test_every_tool_call_of_a_run_keeps_its_own_key_even_when_call_ids_repeat() -> None:
+    async def body(client: perdure.Client, url: str) -> Any:
+        return await client.result(await client.start(charge_twice), timeout=10)
+
+    assert on_memory(body) == ["model saw: charged 1", "model saw: charged 2"]
+    keys = [r.split(":", 1)[1] for r in ran if r.startswith("charge:")]
+    assert [k.split(":", 1)[1] for k in keys] == ["call_0_charge", "call_0_charge#2"]
+
+
+def test_two_different_tools_with_one_name_are_refused() -> None:
+    from perdure.integrations.openai_agents import register
+
+    @function_tool(name_override="charge")
+    def other(amount: int) -> str:
+        return "not the same tool"
+
+    with pytest.raises(perdure.RegistrationError):
+        register(Agent(name="clash", tools=[other]))
+
+
+class Customer(BaseModel):
+    name: str
+    tier: int
+
+
+@function_tool
+async def greet(ctx: RunContextWrapper[Customer]) -> str:
+    """Greet the customer of the run context."""
+    c = ctx.context
+    return f"{type(c).__name__}:{c.name}:{c.tier}"
+
+
+def _greeter(turn: Turn) -> Any:
+    return turn.outputs("greet")[-1] if turn.called("greet") else call("greet")
+
+
+register_model("t.oai.greeter", ScriptedModel(_greeter))
+greeter = Agent(name="greeter", model="t.oai.greeter", tools=[greet])
+
+
+@perdure.workflow(name="t.oai.greet")
+async def greet_flow() -> str:
+    return str((await DurableRunner.run(greeter, "hi", context=Customer(name="ada", tier=2))).final_output)
+
+
+def test_the_run_context_reaches_tool_bodies_with_its_type() -> None:
+    async def body(client: perdure.Client, url: str) -> Any:
+        return await client.result(await client.start(greet_flow), timeout=10)
+
+    assert on_memory(body) == "Customer:ada:2"
+
+
+def _reporter(turn: Turn) -> Any:
+    return '{"title": "t", "score": 3}'
+
+
+register_model("t.oai.reporter", ScriptedModel(_reporter))
+reporter = Agent(name="reporter", model="t.oai.reporter", output_type=Report)
+
+
+@perdure.workflow(name="t.oai.report")
+async def report_flow() -> dict[str, Any]:
+    result = await DurableRunner.run(reporter, "report")
+    return result.final_output_as(Report).model_dump()
+
+
+def test_structured_final_output() -> None:
+    async def body(client: perdure.Client, url: str) -> Any:
+        return await client.result(await client.start(report_flow), timeout=10)
+
+    assert on_memory(body) == {"title": "t", "score": 3}
+
+
+@function_tool(needs_approval=True)
+async def wire(amount: int) -> str:
+    """Wire money."""
+    return f"wired {amount}"
+
+
+def _wirer(turn: Turn) -> Any:
+    return turn.outputs("wire")[-1] if turn.called("wire") else call("wire", amount=10)
+
+
+register_model("t.oai.wirer", ScriptedModel(_wirer))
+wirer = Agent(name="wirer", model="t.oai.wirer", tools=[wire])
+
+
+@perdure.workflow(name="t.oai.wire")
+async def wire_flow() -> str:
+    try:
+        return str((await DurableRunner.run(wirer, "go", approval_timeout=0.2)).final_output)
+    except perdure.ApprovalTimeoutError:
+        return "nobody approved in time"
+
+
+def test_an_approval_timeout_reaches_the_workflow() -> None:
+    async def body(client: perdure.Client, url: str) -> Any:
+        return await client.result(await client.start(wire_flow), timeout=10)
+
+    assert on_memory(body) == "nobody approved in time"
+
+
+@perdure.workflow(name="t.oai.stream")
+async def stream_flow() -> dict[str, Any]:
+    stream = DurableRunner.run_streamed(fetcher, "fetch everything")
+    kinds: list[str] = []
+    deltas = []
+    async for event in stream.stream_events():
+        kinds.append(event.type)
+        if event.type == "raw_response_event" and event.data.type == "response.output_text.delta":
+            deltas.append(event.data.delta)
+    assert stream.final_result is not None
+    return {"final": stream.final_result.final_output, "deltas": deltas, "kinds": sorted(set(kinds))}
+
+
+def test_streaming_records_each_model_call_whole_and_survives_a_crash() -> None:
+    async def body(client: perdure.Client, url: str) -> Any:
+        gates["model-answer"] = asyncio.Event()
+        rid = await client.start(stream_flow)
+        await arrive("model-answer")
+        await restart(url)
+        await arrive("model-answer", 2)
+        gates["model-answer"].set()
+        return await client.result(rid, timeout=10), await client.steps(rid)
+
+    out, records = on_memory(body)
+    assert out["final"] == "<a> <b> <c>" and out["deltas"] == ["<a> <b> <c>"]
+    assert out["kinds"] == ["agent_updated_stream_event", "raw_response_event", "run_item_stream_event"]
+    assert ran.count("model-plan") == 1 and ran.count("fetch-a") == 1 and ran.count("model-answer") == 2
+    assert [r.name for r in records].count("openai_agents.model") == 2
+
+
+@perdure.workflow(name="t.oai.misconfigured")
+async def misconfigured(case: str) -> str:
+    try:
+        if case == "session":
+            await DurableRunner.run(fetcher, "x", session=object())
+        elif case == "computer":
+            await DurableRunner.run(Agent(name="c", tools=[ComputerTool(computer=object())]), "x")  # type: ignore[arg-type]
+        elif case == "provider":
+
+            class Custom(ModelProvider):
+                def get_model(self, model_name: str | None) -> Any:
+                    raise AssertionError
+
+            await DurableRunner.run(fetcher, "x", run_config=RunConfig(model_provider=Custom()))
+    except ConfigurationError as exc:
+        return type(exc).__name__
+    return "accepted"
+
+
+def test_configurations_that_cannot_be_durable_are_refused() -> None:
+    async def body(client: perdure.Client, url: str) -> Any:
+        return [await client.result(await client.start(misconfigured, c), timeout=10)
+                for c in ("session", "computer", "provider")]
+
+    assert on_memory(body) == ["ConfigurationError"] * 3
+    with pytest.raises(NotInWorkflowError):
+        asyncio.run(DurableRunner.run(fetcher, "outside any workflow"))
+
+
+# --- the agent conformance scenarios on the reference engine, with explicit expectations -----------
+def test_agent_conformance_scenarios_prove_no_completed_call_is_repeated() -> None:
+    from perdure.conformance.harness import MemoryHarness
+    from perdure.conformance.runner import run_harness
+    from perdure.conformance.scenarios import SCENARIOS
+
+    chosen = [s for s in SCENARIOS if s.name.startswith("oai_")]
+    assert len(chosen) == 8
+    h = MemoryHarness()
+    h.setup()
+    try:
+        results = asyncio.run(run_harness(h, chosen))
+    finally:
+        h.teardown()
+    for name, (got, error, _) in results.items():
+        assert error is None, f"{name}: {error}"
+        assert got["once"] is True, name
+        assert got["run"]["status"] == "SUCCEEDED", name
+    once = {"model-plan": 1, "lookup-durability": 1, "lookup-agents": 1, "model-draft": 1, "publish": 1,
+            "model-handoff": 1, "model-write": 1}
+    assert results["oai_agent_happy_path"][0]["run"]["calls"] == once
+    assert results["oai_kill_during_model_call"][0]["run"]["calls"] == {**once, "model-draft": 2}
+    assert results["oai_kill_during_tool_call"][0]["run"]["calls"] == {**once, "lookup-agents": 2}
+    assert results["oai_kill_after_handoff"][0]["run"]["calls"] == {**once, "model-write": 2}
+    streamed = results["oai_streamed_kill_during_model_call"][0]["run"]
+    assert streamed["calls"] == {**once, "model-draft": 2}
+    assert streamed["output"]["deltas"] == [streamed["output"]["final"]]
+    assert "handoff_occured" in streamed["output"]["items"]
+    effect = results["oai_kill_during_side_effect"][0]
+    assert effect["run"]["calls"] == {**once, "publish": 2} and effect["run"]["effects"] == 1
+    assert effect["distinct_keys"] == 1 and effect["key_is_call_id"] == ["call_2_publish"]
+    waiting = results["oai_kill_while_waiting_for_approval"][0]
+    assert waiting["second_decision"] == "ApprovalAlreadyDecidedError" and waiting["decided"] == [True]
+    assert waiting["approval"]["payload"]["tool"] == "publish" and waiting["approval"]["approval_id"] == "publish-4"
+    rejected = results["oai_reject"][0]["run"]
+    assert "publish" not in rejected["calls"] and rejected["effects"] == 0
+    assert rejected["output"]["final"].endswith("not approved: needs sources")
+    assert results["oai_kill_after_handoff"][0]["run"]["output"]["last_agent"] == "writer"
+    names = [s["name"] for s in results["oai_agent_happy_path"][0]["run"]["steps"]]
+    assert names == [
+        "openai_agents.model", "openai_agents.tool.lookup", "openai_agents.tool.lookup", "openai_agents.model",
+        "publish", "openai_agents.tool.publish", "openai_agents.model", "openai_agents.model",
+    ]
