@@ -1,0 +1,85 @@
+"""The one activity that runs every perdure step and tool: ``perdure.step``.
+
+Each Temporal attempt runs one perdure attempt (``execute_attempt``). perdure's ``RetryPolicy`` is kept
+with Temporal's native retries:
+
+* a retryable failure raises an ``ApplicationError`` with ``next_retry_delay`` = perdure's delay for that
+  attempt, so the Temporal server schedules the retry exactly as perdure's policy says;
+* a failure that must not be retried (``PermanentError``, ``non_retryable`` types, serialization errors)
+  or the failure of the last attempt is *returned* as perdure's failure envelope, so the workflow raises
+  ``StepFailedError`` with the original type and message -- on every engine the same way;
+* a worker killed mid-attempt is noticed by the heartbeat timeout and the step runs again on another
+  worker. As on the memory engine, perdure's attempt count restarts after a crash: the attempt number is
+  carried in heartbeat details (``running`` while the body runs, ``failed`` just before a retryable
+  failure), so an attempt that follows a ``running`` one knows its predecessor died rather than failed.
+  (An attempt killed before its first heartbeat is not seen, and the count goes on from the last failure.)
+
+Heartbeats are automatic (a background task beats several times per heartbeat timeout), so step code
+never calls Temporal. A step that blocks the event loop (sync code inside ``async def``) starves them;
+write blocking steps as plain ``def`` (they run in a thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+from typing import Any
+
+from temporalio import activity
+from temporalio.common import RawValue
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+
+from ...core.registry import get_step
+from ...core.runtime import execute_attempt
+from .payloads import STEP_ACTIVITY, decode_call, raw
+
+
+def _attempt(info: activity.Info) -> int:
+    """perdure's attempt number for this Temporal attempt (see the module docstring)."""
+    if info.is_local:
+        return info.attempt  # a lost local activity is re-run from attempt 1 with its workflow task
+    details: Any = info.heartbeat_details[0] if info.heartbeat_details else None
+    if isinstance(details, dict) and details.get("phase") == "failed":
+        return int(details.get("attempt", 0)) + 1
+    return 1  # first attempt, or the previous one died with its worker
+
+
+async def _beat(details: dict[str, Any], every: float) -> None:
+    # The first beat waits too: most steps finish well within a heartbeat timeout and never send one
+    # (Temporal times a silent attempt from its start, so a dead worker is noticed all the same).
+    while True:
+        await asyncio.sleep(every)
+        activity.heartbeat(details)
+
+
+@activity.defn(name=STEP_ACTIVITY)
+async def run_step(call_payload: RawValue) -> RawValue:
+    """Run one attempt of the step described by ``call_payload``; returns its envelope JSON."""
+    info = activity.info()
+    call = decode_call(call_payload)
+    attempt = _attempt(info)
+    beat: asyncio.Task[None] | None = None
+    if not info.is_local and info.heartbeat_timeout:
+        every = max(info.heartbeat_timeout.total_seconds() / 4, 0.01)
+        beat = asyncio.create_task(_beat({"phase": "running", "attempt": attempt}, every))
+    try:
+        envelope, retry = await execute_attempt(call, attempt)
+    finally:
+        if beat is not None:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+    if not retry:
+        return raw(envelope.to_json())
+    assert envelope.error is not None
+    if not info.is_local:
+        activity.heartbeat({"phase": "failed", "attempt": attempt})
+    delay = get_step(call.name).retry.delay(attempt)
+    raise ApplicationError(
+        envelope.error.message,
+        type=envelope.error.type,
+        next_retry_delay=timedelta(seconds=max(delay, 0.001)),  # 0 would mean "unset"
+        # perdure retries are expected behaviour: logged at DEBUG by the worker, not as warnings
+        category=ApplicationErrorCategory.BENIGN,
+    )

@@ -1,0 +1,76 @@
+"""perdure's JSON as Temporal payloads, and the names perdure uses inside Temporal.
+
+Everything perdure hands to Temporal is already JSON text made by perdure's one codec (workflow
+arguments and output, step envelopes, decisions). It travels as a ``json/plain`` payload holding exactly
+that text (``RawValue``): nothing is pickled or re-encoded, the Temporal UI shows readable JSON, and a
+history read back by :mod:`.history` yields the very envelope text the worker recorded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic_core
+from temporalio.api.common.v1 import Payload
+from temporalio.common import RawValue
+
+from ...core.types import StepCall, StepKind
+
+# Temporal-side names. Workflow *types* are the perdure workflow names (one dynamic workflow class runs
+# them all), so the Temporal UI and `temporal workflow list` show the user's own names.
+STEP_ACTIVITY = "perdure.step"
+DECISION_SIGNAL = "perdure.decide"
+WAKE_SIGNAL = "perdure.wake"  # makes a worker replay a run now (after a replay check found it broken)
+FAILED_REASON = "perdure.failed "  # termination reason of a run perdure failed itself: + ErrorInfo JSON
+GATE_WORKFLOW = "perdure.decision"
+MEMO_PENDING = "perdure.pending"  # the approval a WAITING run waits for (readable with no worker alive)
+MEMO_RECORD = "perdure.record"  # outcome of a sleep or approval: {"position": n, "envelope": {...}}
+SLEEP_SUMMARY = "perdure.sleep@"  # timer summary prefix; the position follows
+
+
+def raw(text: str | bytes) -> RawValue:
+    """A ``json/plain`` payload holding ``text`` (already valid JSON) unchanged."""
+    data = text.encode() if isinstance(text, str) else text
+    return RawValue(Payload(metadata={"encoding": b"json/plain"}, data=data))
+
+
+def text_of(payload: Payload | RawValue) -> str:
+    """The JSON text inside a payload written by :func:`raw` (or by Temporal's JSON converter)."""
+    p = payload.payload if isinstance(payload, RawValue) else payload
+    return p.data.decode()
+
+
+def gate_id(run_id: str, approval_id: str) -> str:
+    """Workflow id of the tiny workflow whose existence means "this approval was decided"."""
+    return f"{GATE_WORKFLOW}/{run_id}/{approval_id}"
+
+
+def encode_call(call: StepCall) -> RawValue:
+    """A step call as the activity's input: readable JSON with the arguments as a nested object."""
+    meta = pydantic_core.to_json(
+        {
+            "run_id": call.run_id,
+            "position": call.position,
+            "name": call.name,
+            "kind": call.kind.value,
+            "idempotency_key": call.idempotency_key,
+        }
+    )
+    return raw(meta[:-1] + b',"args":' + call.args_json.encode() + b"}")
+
+
+def decode_call(value: RawValue | Payload | dict[str, Any]) -> StepCall:
+    data = value if isinstance(value, dict) else pydantic_core.from_json(text_of(value))
+    return StepCall(
+        run_id=data["run_id"],
+        position=int(data["position"]),
+        name=data["name"],
+        kind=StepKind(data["kind"]),
+        args_json=pydantic_core.to_json(data["args"]).decode(),
+        idempotency_key=data["idempotency_key"],
+    )
+
+
+def record_json(position: int, envelope: str) -> RawValue:
+    """The memo value recording a sleep's or approval's outcome at ``position``."""
+    return raw(f'{{"position":{position},"envelope":{envelope}}}')

@@ -1,0 +1,141 @@
+"""Workflows for the Temporal engine tests, imported by worker processes (``--app temporal_app``).
+
+Light on purpose (perdure only): a worker must start in well under a second so the tests measure
+Temporal's recovery, not imports. Step bodies pass *gates*: files under ``$PERDURE_TT_DIR`` that let a
+test hold a worker inside a step, SIGKILL it there and let the re-run through. Every arrival is a line
+``<pid> <time>`` in ``arrivals/<run_id>:<label>``, so a test sees which process ran a step and when.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import perdure
+
+VARIANT = os.environ.get("PERDURE_TT_VARIANT", "base")
+
+
+def _root() -> Path:
+    return Path(os.environ["PERDURE_TT_DIR"])
+
+
+def arm(root: Path, gate: str) -> None:
+    (root / "armed").mkdir(parents=True, exist_ok=True)
+    (root / "armed" / gate).touch()
+
+
+def release(root: Path, gate: str) -> None:
+    (root / "armed" / gate).unlink(missing_ok=True)
+
+
+def arrivals(root: Path, gate: str) -> list[tuple[int, float]]:
+    path = root / "arrivals" / gate
+    if not path.exists():
+        return []
+    return [(int(p), float(t)) for p, t in (line.split() for line in path.read_text().splitlines() if line)]
+
+
+async def gate(label: str) -> None:
+    """Record this arrival; wait while the gate ``<run_id>:<label>`` is armed."""
+    root, name = _root(), f"{perdure.run_id()}:{label}"
+    (root / "arrivals").mkdir(parents=True, exist_ok=True)
+    with open(root / "arrivals" / name, "a") as f:
+        f.write(f"{os.getpid()} {time.time()}\n")
+    while (root / "armed" / name).exists():
+        await asyncio.sleep(0.005)
+
+
+@perdure.step(name="tt.a")
+async def a(x: str) -> str:
+    await gate("a")
+    return f"{x}>a"
+
+
+@perdure.step(name="tt.b")
+async def b(x: str) -> str:
+    await gate("b")
+    return f"{x}>b"
+
+
+@perdure.tool(name="tt.note")
+def note(text: str) -> dict[str, str]:
+    """A sync tool (runs in a thread) that returns its idempotency key."""
+    return {"text": text, "key": perdure.idempotency_key()}
+
+
+@perdure.step(name="tt.flaky", retry=perdure.RetryPolicy(max_attempts=3, initial_interval=0.01, backoff=1.0))
+async def flaky(fail_times: int) -> int:
+    attempt = perdure.current_step().attempt
+    if attempt <= fail_times:
+        raise ConnectionError(f"attempt {attempt} failed")
+    return attempt
+
+
+@perdure.workflow(name="tt.pipeline")
+async def pipeline(x: str) -> str:
+    return await b(await a(x))
+
+
+@perdure.workflow(name="tt.every_kind")
+async def every_kind(x: str) -> dict[str, Any]:
+    """One of each record: step, tool, retried step, failed step (caught), sleep, approval, now, uuid."""
+    first = await a(x)
+    noted = await note(first)
+    attempts = await flaky(2)
+    try:
+        await flaky(5)
+        exhausted = None
+    except perdure.StepFailedError as exc:
+        exhausted = [exc.error_type, exc.error_message, exc.attempts]
+    await perdure.sleep(0.05)
+    started = await perdure.now()
+    decision = await perdure.approval("review", {"draft": first}, timeout=60)
+    return {
+        "noted": noted, "attempts": attempts, "exhausted": exhausted, "approved": decision.approved,
+        "by": decision.by, "uuid": str(perdure.uuid4()), "random": perdure.random(), "aware": started.tzinfo is not None,
+    }
+
+
+@perdure.workflow(name="tt.sleeper")
+async def sleeper(seconds: float) -> str:
+    """The ``changed`` variant swaps the sleep for a step: Temporal's own history check fails the replay."""
+    await a("before")
+    if VARIANT == "changed":
+        await b("instead of sleeping")
+    else:
+        await perdure.sleep(seconds)
+    return await b("after")
+
+
+@perdure.workflow(name="tt.broken")
+async def broken(message: str) -> None:
+    await a("x")
+    raise ValueError(message)
+
+
+@perdure.workflow(name="tt.approval")
+async def approval(timeout: float | None = None) -> dict[str, Any]:
+    try:
+        d = await perdure.approval("ship", {"n": 1}, timeout=timeout)
+    except perdure.ApprovalTimeoutError:
+        return {"timed_out": True}
+    await b("after-decision")
+    return {"approved": d.approved, "by": d.by}
+
+
+@perdure.step(name="tt.noop")
+async def noop(i: int) -> int:
+    return i
+
+
+@perdure.workflow(name="tt.steps")
+async def steps(n: int) -> int:
+    """``n`` trivial steps: the benchmark's workload."""
+    total = 0
+    for i in range(n):
+        total += await noop(i)
+    return total

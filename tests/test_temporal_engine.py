@@ -1,0 +1,387 @@
+"""perdure on Temporal with a real Temporal server and real worker processes, SIGKILLed for real.
+
+The server is the Temporal CLI dev server started by perdure's own ``TemporalDevServer`` (loopback, ports
+17260-17279). Workers are ``python -m perdure worker URL --app temporal_app`` processes; step bodies pass
+gate files (tests/temporal_app.py) so a test can hold a worker inside a step and SIGKILL it there.
+Timings are printed (``-s``), never asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("temporalio")
+
+import perdure  # noqa: E402
+from perdure.adapters.memory import MemoryBackend  # noqa: E402
+from perdure.adapters.temporal import TemporalBackend, TemporalDevServer, hard_exit  # noqa: E402
+from perdure.core.errors import (  # noqa: E402
+    ApprovalAlreadyDecidedError,
+    RunCancelledError,
+    RunConflictError,
+    RunFailedError,
+    RunNotFoundError,
+)
+from perdure.core.types import RunStatus, StepKind, StepStatus  # noqa: E402
+
+TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS))
+import temporal_app as app  # noqa: E402
+
+pytestmark = pytest.mark.engine("temporal")
+PATIENCE = 60.0
+PORTS = range(17260, 17280)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _exit_guard(request: pytest.FixtureRequest) -> Iterator[None]:
+    """This process used the Temporal SDK, which can crash at interpreter exit: leave with os._exit."""
+    yield
+    session = request.session
+    atexit.register(lambda: hard_exit(int(getattr(session, "exitstatus", 0) or 0)))
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[TemporalDevServer]:
+    from perdure.adapters.temporal.devserver import _port_open
+
+    port = next((p for p in PORTS if not _port_open(p)), None)
+    if port is None:
+        pytest.skip(f"no free port in {PORTS}")
+    ds = TemporalDevServer(Path(tempfile.mkdtemp(prefix="perdure-temporal-test-")), port=port)
+    ds.start()
+    try:
+        yield ds
+    finally:
+        ds.stop()
+        shutil.rmtree(ds.workdir, ignore_errors=True)
+
+
+class Workers:
+    """Worker processes of one test, all killed at the end."""
+
+    def __init__(self, url: str, root: Path) -> None:
+        self.url, self.root = url, root
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, variant: str = "base", url: str | None = None) -> subprocess.Popen[bytes]:
+        log = self.root / f"worker-{len(self.procs)}.log"
+        env = {**os.environ, "PERDURE_TT_DIR": str(self.root), "PERDURE_TT_VARIANT": variant,
+               "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "perdure", "worker", url or self.url, "--app", "temporal_app"],
+                                    stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.procs.append(proc)
+        deadline = time.monotonic() + PATIENCE
+        while b"perdure worker ready" not in log.read_bytes():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"worker did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.01)
+        return proc
+
+    def kill(self, pid: int) -> float:
+        """SIGKILL one worker; returns the time of the kill."""
+        at = time.time()
+        os.kill(pid, signal.SIGKILL)
+        for p in self.procs:
+            if p.pid == pid:
+                p.wait()
+        return at
+
+    def kill_all(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(self.root.glob("worker-*.log")))
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("PERDURE_TT_DIR", str(tmp_path))  # gates, for the in-process memory engine too
+    return tmp_path
+
+
+@pytest.fixture
+def workers(server: TemporalDevServer, root: Path) -> Iterator[Workers]:
+    w = Workers(server.url, root)
+    try:
+        yield w
+    finally:
+        w.kill_all()
+
+
+def rid(label: str) -> str:
+    return f"tt-{label}-{uuid.uuid4().hex[:8]}"
+
+
+async def wait_arrivals(root: Path, gate: str, count: int = 1) -> list[tuple[int, float]]:
+    deadline = time.monotonic() + PATIENCE
+    while len(found := app.arrivals(root, gate)) < count:
+        assert time.monotonic() < deadline, f"gate {gate}: {len(found)} of {count} arrivals"
+        await asyncio.sleep(0.005)
+    return found
+
+
+async def wait_for(client: perdure.Client, run_id: str, pred: Any) -> perdure.RunInfo:
+    deadline = time.monotonic() + PATIENCE
+    while not pred(info := await client.status(run_id)):
+        assert time.monotonic() < deadline, f"{run_id}: still {info.status.value}"
+        await asyncio.sleep(0.02)
+    return info
+
+
+def records(rs: list[perdure.StepRecord]) -> list[dict[str, Any]]:
+    out = []
+    for r in rs:
+        d = r.model_dump(mode="json")
+        if r.name == "perdure.now":
+            d["output"] = "<time>"
+        out.append(d)
+    return out
+
+
+# --- the contract, checked against the reference engine ---------------------------------------------
+async def _every_kind(client: perdure.Client, run_id: str) -> tuple[Any, list[dict[str, Any]], perdure.RunInfo]:
+    await client.start(app.every_kind, "x", run_id=run_id)
+    waiting = await wait_for(client, run_id, lambda i: i.pending_approval is not None)
+    assert waiting.pending_approval is not None
+    await client.approve(run_id, waiting.pending_approval.approval_id, by="alice")
+    return await client.result(run_id, timeout=PATIENCE), records(await client.steps(run_id)), waiting
+
+
+def test_every_kind_of_record_matches_the_reference_engine(server: TemporalDevServer, workers: Workers) -> None:
+    workers.start()
+    run_id = rid("every")
+
+    async def on(backend: perdure.Backend, serve: bool) -> tuple[Any, list[dict[str, Any]], perdure.RunInfo]:
+        task = asyncio.create_task(backend.serve()) if serve else None
+        try:
+            async with perdure.Client(backend) as client:
+                return await _every_kind(client, run_id)
+        finally:
+            if task is not None:
+                task.cancel()
+
+    ref = asyncio.run(on(MemoryBackend(f"memory://{run_id}"), serve=True))
+    got = asyncio.run(on(TemporalBackend(server.url), serve=False))
+    assert got[0] == ref[0]
+    assert got[1] == ref[1]
+    assert got[2].status is RunStatus.WAITING
+    assert got[2].pending_approval.model_dump(exclude={"deadline"}) == ref[2].pending_approval.model_dump(exclude={"deadline"})
+    kinds = [r["kind"] for r in got[1]]
+    assert kinds == ["step", "tool", "step", "step", "sleep", "step", "approval"]
+
+
+# --- crashes ---------------------------------------------------------------------------------------
+def test_kill_inside_a_step_reruns_only_that_step_on_the_standby_worker(workers: Workers, root: Path) -> None:
+    workers.start()
+    workers.start()
+    run_id = rid("kill")
+    app.arm(root, f"{run_id}:b")
+
+    async def main() -> tuple[str, float]:
+        async with perdure.Client(workers.url) as client:
+            await client.start(app.pipeline, "x", run_id=run_id)
+            (pid, _), = await wait_arrivals(root, f"{run_id}:b")
+            app.release(root, f"{run_id}:b")
+            killed = workers.kill(pid)
+            rerun = (await wait_arrivals(root, f"{run_id}:b", 2))[1]
+            assert rerun[0] != pid
+            print(f"\nrecovery: step re-ran on the standby worker {rerun[1] - killed:.2f} s after the SIGKILL")
+            return await client.result(run_id, timeout=PATIENCE), rerun[1] - killed
+
+    output, _ = asyncio.run(main())
+    assert output == "x>a>b"
+    assert len(app.arrivals(root, f"{run_id}:a")) == 1  # completed before the kill: never again
+
+
+def test_kill_between_steps_then_restart(workers: Workers, root: Path) -> None:
+    first = workers.start()
+    run_id = rid("between")
+    app.arm(root, f"{run_id}:b")
+
+    async def main() -> Any:
+        async with perdure.Client(workers.url) as client:
+            await client.start(app.pipeline, "x", run_id=run_id)
+            await wait_arrivals(root, f"{run_id}:b")
+            killed = workers.kill(first.pid)
+            app.release(root, f"{run_id}:b")
+            workers.start()
+            rerun = (await wait_arrivals(root, f"{run_id}:b", 2))[1][1]
+            print(f"\nrecovery with a fresh worker process: {rerun - killed:.2f} s from SIGKILL to the re-run")
+            return await client.result(run_id, timeout=PATIENCE), await client.steps(run_id)
+
+    output, steps = asyncio.run(main())
+    assert output == "x>a>b"
+    assert [(s.name, s.status) for s in steps] == [("tt.a", StepStatus.COMPLETED), ("tt.b", StepStatus.COMPLETED)]
+    assert len(app.arrivals(root, f"{run_id}:a")) == 1
+
+
+def test_local_steps_rerun_after_a_kill(server: TemporalDevServer, workers: Workers, root: Path) -> None:
+    url = server.url + "&steps=local"
+    first = workers.start(url=url)
+    run_id = rid("local")
+    app.arm(root, f"{run_id}:b")
+
+    async def main() -> Any:
+        async with perdure.Client(url) as client:
+            await client.start(app.pipeline, "x", run_id=run_id)
+            await wait_arrivals(root, f"{run_id}:b")
+            workers.kill(first.pid)
+            app.release(root, f"{run_id}:b")
+            workers.start(url=url)
+            return await client.result(run_id, timeout=PATIENCE), await client.steps(run_id)
+
+    output, steps = asyncio.run(main())
+    assert output == "x>a>b"
+    assert [s.name for s in steps] == ["tt.a", "tt.b"]
+    assert len(app.arrivals(root, f"{run_id}:b")) == 2
+
+
+# --- approvals -------------------------------------------------------------------------------------
+def test_decision_sent_with_no_worker_is_kept_and_a_second_is_refused(workers: Workers, root: Path) -> None:
+    first = workers.start()
+    run_id = rid("approve")
+
+    async def main() -> tuple[Any, perdure.RunInfo]:
+        async with perdure.Client(workers.url) as client:
+            await client.start(app.approval, run_id=run_id)
+            info = await wait_for(client, run_id, lambda i: i.pending_approval is not None)
+            workers.kill(first.pid)
+            shown = await client.status(run_id)  # read from the run's memo: no worker needed
+            assert shown.status is RunStatus.WAITING and shown.pending_approval == info.pending_approval
+            aid = info.pending_approval.approval_id
+            await client.approve(run_id, aid, by="alice")
+            with pytest.raises(ApprovalAlreadyDecidedError):
+                await client.reject(run_id, aid, by="mallory")
+            workers.start()
+            return await client.result(run_id, timeout=PATIENCE), shown
+
+    output, shown = asyncio.run(main())
+    assert output == {"approved": True, "by": "alice"}
+    assert shown.pending_approval is not None and shown.pending_approval.approval_id == "ship-0"
+
+
+def test_approval_timeout(workers: Workers) -> None:
+    workers.start()
+
+    async def main() -> Any:
+        async with perdure.Client(workers.url) as client:
+            run_id = await client.start(app.approval, timeout=0.3)
+            return await client.result(run_id, timeout=PATIENCE), await client.steps(run_id)
+
+    output, steps = asyncio.run(main())
+    assert output == {"timed_out": True}
+    assert steps[0].kind is StepKind.APPROVAL and steps[0].status is StepStatus.FAILED
+    assert steps[0].error is not None and steps[0].error.type == "ApprovalTimeoutError"
+
+
+# --- nondeterminism, failures, cancel, start ---------------------------------------------------------
+def test_sleep_replaced_by_a_step_fails_with_nondeterminism(workers: Workers, root: Path) -> None:
+    """Temporal's own history check (a timer where the code now schedules an activity) -> perdure's type."""
+    first = workers.start()
+    run_id = rid("nondet")
+
+    async def main() -> perdure.RunInfo:
+        async with perdure.Client(workers.url) as client:
+            await client.start(app.sleeper, 30.0, run_id=run_id)
+            await wait_arrivals(root, f"{run_id}:a")
+            deadline = time.monotonic() + PATIENCE
+            while not any(r.kind is StepKind.SLEEP for r in await client.steps(run_id)):
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+            workers.kill(first.pid)
+            workers.start(variant="changed")  # its replay check finds the run broken and wakes it
+            return await client.backend.wait(run_id, PATIENCE)
+
+    info = asyncio.run(main())
+    assert info.status is RunStatus.FAILED
+    assert info.error is not None and info.error.type == "NonDeterminismError"
+
+
+def test_exception_in_workflow_code_fails_the_run(workers: Workers) -> None:
+    workers.start()
+
+    async def main() -> None:
+        async with perdure.Client(workers.url) as client:
+            run_id = await client.start(app.broken, "boom")
+            with pytest.raises(RunFailedError) as err:
+                await client.result(run_id, timeout=PATIENCE)
+            assert (err.value.error_type, err.value.message) == ("ValueError", "boom")
+
+    asyncio.run(main())
+
+
+def test_cancel_with_no_worker_alive(workers: Workers, root: Path) -> None:
+    first = workers.start()
+    run_id = rid("cancel")
+    app.arm(root, f"{run_id}:b")
+
+    async def main() -> None:
+        async with perdure.Client(workers.url) as client:
+            await client.start(app.pipeline, "x", run_id=run_id)
+            await wait_arrivals(root, f"{run_id}:b")
+            workers.kill(first.pid)
+            await client.cancel(run_id)
+            assert (await client.status(run_id)).status is RunStatus.CANCELLED  # at once, no worker needed
+            app.release(root, f"{run_id}:b")
+            workers.start()
+            await asyncio.sleep(1.5)  # a wrongly continuing run would re-run b now
+            with pytest.raises(RunCancelledError):
+                await client.result(run_id)
+            assert [s.name for s in await client.steps(run_id)] == ["tt.a"]
+            await client.cancel(run_id)  # cancelling a finished run does nothing
+
+    asyncio.run(main())
+    assert len(app.arrivals(root, f"{run_id}:b")) == 1
+
+
+def test_idempotent_start_conflict_and_listing(workers: Workers) -> None:
+    workers.start()
+    run_id = rid("idem")
+
+    async def main() -> None:
+        async with perdure.Client(workers.url) as client:
+            assert await client.start(app.pipeline, "x", run_id=run_id) == run_id
+            assert await client.start(app.pipeline, "other", run_id=run_id) == run_id
+            assert await client.result(run_id, timeout=PATIENCE) == "x>a>b"
+            assert await client.start(app.pipeline, "x", run_id=run_id) == run_id  # finished: same run
+            with pytest.raises(RunConflictError):
+                await client.start(app.broken, "y", run_id=run_id)
+            listed = {r.run_id: r for r in await client.runs(limit=100)}
+            assert listed[run_id].status is RunStatus.SUCCEEDED and listed[run_id].output == "x>a>b"
+            assert not any(r.startswith("perdure.decision/") for r in listed)
+            with pytest.raises(RunNotFoundError):
+                await client.status(rid("missing"))
+
+    asyncio.run(main())
+
+
+def test_dev_server_stops_and_frees_its_port(tmp_path: Path) -> None:
+    from perdure.adapters.temporal.devserver import _port_open
+
+    port = next(p for p in PORTS if not _port_open(p))
+    ds = TemporalDevServer(tmp_path, port=port, persistent=False)
+    assert ds.start() == ds.start()  # idempotent
+    assert _port_open(port)
+    ds.stop()
+    ds.stop()
+    assert not _port_open(port)
