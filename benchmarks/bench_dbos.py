@@ -1,0 +1,216 @@
+"""Per-step cost of perdure on DBOS against a raw ``@DBOS.step``, side by side in the same run.
+
+For each engine (a SQLite file, and a throwaway Postgres cluster started by the DBOS dev server), DBOS is
+launched the way a perdure worker launches it (same serializer, same database). One perdure workflow run
+then alternates, step by step, a raw ``@DBOS.step`` and a ``@perdure.step`` with the same trivial body,
+timing each call: both kinds see the same connection pool, the same disk and the same noise from other
+processes, so their ratio measures what perdure adds (codec, envelope, journal bookkeeping) to a DBOS step.
+
+It also measures recovery: a worker process SIGKILLed inside a step, a new one started, and the time until
+the step runs again (goal: <= 2 s from starting the new process).
+
+    .venv/bin/python benchmarks/bench_dbos.py [--steps 300] [--rounds 3] [--recovery 3] [--engines sqlite,postgresql]
+
+Goal: perdure / raw <= 1.05 (median per-step time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from dbos import DBOS
+
+import perdure
+from perdure.adapters.dbos import worker
+from perdure.adapters.dbos.backend import DBOSBackend
+from perdure.adapters.dbos.devserver import PostgresDevServer, SQLiteDevServer
+
+# --- the two contenders: the same trivial body --------------------------------------------------------
+
+
+@DBOS.step(name="bench.raw_step")
+async def raw_step(x: int) -> int:
+    return x + 1
+
+
+@perdure.step(name="bench.perdure_step")
+async def perdure_step(x: int) -> int:
+    return x + 1
+
+
+@perdure.workflow(name="bench.side_by_side")
+async def side_by_side(n: int) -> dict[str, list[float]]:
+    """``n`` pairs (raw DBOS step, perdure step), each call timed (wall time: a benchmark, not durable logic)."""
+    raw, ours = [], []
+    x = y = 0
+    for i in range(n):
+        # Alternate which goes first so neither always follows the other's commit.
+        order = (0, 1) if i % 2 == 0 else (1, 0)
+        for which in order:
+            t0 = time.perf_counter()
+            if which == 0:
+                x = await raw_step(x)  # a plain DBOS step inside the run's DBOS workflow
+                raw.append(time.perf_counter() - t0)
+            else:
+                y = await perdure_step(y)
+                ours.append(time.perf_counter() - t0)
+    assert x == y == n
+    return {"raw": raw, "perdure": ours}
+
+
+@perdure.step(name="bench.gated")
+async def gated(marks: str) -> str:
+    """Note when (and in which process) the step starts, then wait for ``release`` to exist."""
+    with open(Path(marks) / "entered", "a") as f:
+        f.write(f"{time.time()} {os.getpid()}\n")
+    while not (Path(marks) / "release").exists():
+        await asyncio.sleep(0.005)
+    return "done"
+
+
+@perdure.workflow(name="bench.recovery")
+async def recovery_flow(marks: str) -> str:
+    return await gated(marks)
+
+
+# --- the measurement ----------------------------------------------------------------------------------
+
+
+async def measure(url: str, steps: int, rounds: int) -> dict[str, Any]:
+    backend = DBOSBackend(url)
+    await asyncio.to_thread(worker.launch, backend.db)
+    raw: list[float] = []
+    ours: list[float] = []
+    try:
+        async with perdure.Client(backend) as client:
+            await client.result(await client.start(side_by_side, 10), timeout=120)  # warm-up, not measured
+            for _ in range(rounds):
+                timings = await client.result(await client.start(side_by_side, steps), timeout=900)
+                raw += timings["raw"]
+                ours += timings["perdure"]
+    finally:
+        await asyncio.to_thread(worker.shutdown)
+    raw_ms, ours_ms = statistics.median(raw) * 1000, statistics.median(ours) * 1000
+    return {
+        "raw_ms": raw_ms,
+        "perdure_ms": ours_ms,
+        "ratio": ours_ms / raw_ms,
+        "mean_ratio": statistics.fmean(ours) / statistics.fmean(raw),
+        # The 10th percentile is the least disturbed by other processes on a shared machine.
+        "p10_ratio": statistics.quantiles(ours, n=10)[0] / statistics.quantiles(raw, n=10)[0],
+        "n": len(raw),
+    }
+
+
+def _spawn_worker(url: str, log: Path) -> subprocess.Popen[bytes]:
+    """This script as a worker process (``--serve``): it registers the benchmark's workflows itself."""
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, __file__, "--serve", url], stdout=out, stderr=subprocess.STDOUT)
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], log: Path) -> float:
+    while True:
+        for line in log.read_text().splitlines():
+            if line.startswith("perdure worker ready"):
+                return float(line.split()[-1])
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker died:\n{log.read_text()[-2000:]}")
+        time.sleep(0.005)
+
+
+async def measure_recovery(url: str, workdir: Path, repeats: int) -> dict[str, float]:
+    """SIGKILL a worker inside a step, start a new one, and time until the step runs again.
+
+    ``spawn``: from starting the new process (Python and DBOS start-up included); ``ready``: from the new
+    worker's "ready" line (DBOS recovery + one queue poll).
+    """
+    spawn_s, ready_s = [], []
+    async with perdure.Client(url) as client:
+        for i in range(repeats):
+            marks = workdir / f"recovery-{i}"
+            marks.mkdir()
+            entered = marks / "entered"
+            first = _spawn_worker(url, marks / "w1.log")
+            _wait_ready(first, marks / "w1.log")
+            rid = await client.start(recovery_flow, str(marks))
+            while not entered.exists():
+                await asyncio.sleep(0.005)
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait()
+            t_spawn = time.time()
+            second = _spawn_worker(url, marks / "w2.log")
+            try:
+                t_ready = _wait_ready(second, marks / "w2.log")
+                while len(entered.read_text().splitlines()) < 2:
+                    await asyncio.sleep(0.002)
+                t_again = float(entered.read_text().splitlines()[1].split()[0])
+                spawn_s.append(t_again - t_spawn)
+                ready_s.append(t_again - t_ready)
+                (marks / "release").touch()
+                assert await client.result(rid, timeout=60) == "done"
+            finally:
+                second.kill()
+                second.wait()
+    return {"spawn": statistics.median(spawn_s), "ready": statistics.median(ready_s), "worst": max(spawn_s)}
+
+
+def serve_forever(url: str) -> None:
+    def ready() -> None:
+        print(f"perdure worker ready {time.time()}", flush=True)
+
+    asyncio.run(perdure.serve(url, ready=ready))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=300, help="pairs of steps per workflow run")
+    p.add_argument("--rounds", type=int, default=3, help="workflow runs per engine")
+    p.add_argument("--engines", default="sqlite,postgresql")
+    p.add_argument("--recovery", type=int, default=3, metavar="N", help="kill/recover measurements per engine")
+    p.add_argument("--serve", metavar="URL", help=argparse.SUPPRESS)  # internal: be a worker process
+    args = p.parse_args(argv)
+    if args.serve:
+        serve_forever(args.serve)
+        return 0
+    results: dict[str, dict[str, Any]] = {}
+    recovery: dict[str, dict[str, float]] = {}
+    for engine in args.engines.split(","):
+        workdir = Path(tempfile.mkdtemp(prefix="perdure-dbos-bench-"))
+        server = (
+            SQLiteDevServer(workdir) if engine == "sqlite"
+            else PostgresDevServer(workdir / "pg", ports=range(54330, 54340))
+        )
+        try:
+            url = server.start()
+            results[engine] = asyncio.run(measure(url, args.steps, args.rounds))
+            if args.recovery:
+                recovery[engine] = asyncio.run(measure_recovery(url, workdir, args.recovery))
+        finally:
+            server.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(f"\nmedian per-step time, {args.rounds} runs x {args.steps} interleaved pairs (same run, same DBOS)")
+    print(f"{'engine':<12}{'raw @DBOS.step':>16}{'perdure step':>15}{'ratio':>8}{'mean ratio':>12}{'p10 ratio':>11}")
+    for engine, r in results.items():
+        print(f"{engine:<12}{r['raw_ms']:>13.3f} ms{r['perdure_ms']:>12.3f} ms{r['ratio']:>8.3f}"
+              f"{r['mean_ratio']:>12.3f}{r['p10_ratio']:>11.3f}")
+    if recovery:
+        print(f"\nrecovery after SIGKILL inside a step, median of {args.recovery} (goal <= 2 s from process start)")
+        print(f"{'engine':<12}{'process start -> step again':>30}{'worker ready -> step again':>30}{'worst':>9}")
+        for engine, rec in recovery.items():
+            print(f"{engine:<12}{rec['spawn']:>28.3f} s{rec['ready']:>28.3f} s{rec['worst']:>7.3f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
