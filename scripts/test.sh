@@ -6,6 +6,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$ROOT/scripts/setup.sh" --engines
 cd "$ROOT"
+export PERDURE_REQUIRE_POSTGRES=1   # the dbos+postgresql tests fail, never skip, without PostgreSQL
 .venv/bin/ruff check .
 .venv/bin/mypy .
 set +e
