@@ -183,6 +183,17 @@ def conformance(args: argparse.Namespace) -> int:
     return cli_main(args)
 
 
+def bench(args: argparse.Namespace) -> int:
+    from .bench import bench as run_bench
+
+    argv = ["--quick"] if args.quick else []
+    for option in ("engines", "families", "output_dir"):
+        value = getattr(args, option)
+        if value:
+            argv += [f"--{option.replace('_', '-')}", value]
+    return run_bench(argv)
+
+
 def demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 

@@ -24,6 +24,7 @@ examples:
   perdure approve RUN_ID publish-3 --by alice   perdure reject RUN_ID publish-3 --comment "not yet"
   perdure conformance memory://                 the conformance matrix for a backend
   perdure dev temporal                          a throwaway local engine server, until Ctrl-C
+  perdure bench --quick                         the benchmarks, from a source checkout
 
 backends: memory://  dbos+sqlite:///path.sqlite  dbos+postgresql://user:pw@host:port/db
           temporal://host:port/namespace?task_queue=q  restate://host:port?admin=host:port
@@ -114,6 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the matrix as JSON")
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
     p.set_defaults(func=commands.conformance)
+
+    p = sub.add_parser("bench", help="run the benchmarks (from a source checkout)",
+                       description="Run benchmarks/run.py: per-step overhead vs the raw SDKs, agent turn vs "
+                       "the engines' own agent runners, recovery after SIGKILL, resume cost vs history length, "
+                       "throughput and memory per run; writes docs/benchmarks.md. Needs a source checkout.")
+    p.add_argument("--quick", action="store_true", help="small sizes: a smoke run in a few minutes")
+    p.add_argument("--engines", metavar="LIST", help="comma-separated engines (default: all installed)")
+    p.add_argument("--families", metavar="LIST", help="comma-separated: steps,agent,recovery,resume,throughput")
+    p.add_argument("--output-dir", metavar="DIR", help="where to write the report (default: docs/)")
+    p.set_defaults(func=commands.bench)
 
     p = sub.add_parser("demo", help="the crash-and-resume demo",
                        description="Run an agent-shaped workflow (a scripted model step, tools, an approval) "

@@ -27,7 +27,6 @@ if [ "${1:-}" = "--engines" ]; then
       echo "setup: PostgreSQL is missing and this is not root: dbos+postgresql tests will fail" >&2
     fi
   fi
-  if [ -f "$ROOT/adapters/restate/devserver.py" ]; then
-    "$ROOT/.venv/bin/python" -m perdure.adapters.restate.devserver --install
-  fi
+  # The pinned restate-server from npm, into ~/.cache/perdure (a no-op when it is there).
+  "$ROOT/.venv/bin/python" -c "from perdure.adapters.restate import ensure_restate_server; ensure_restate_server()"
 fi
