@@ -29,20 +29,23 @@ class StepInfo:
     attempt: int
 
 
-def current_run(what: str) -> RunContext:
-    """The run executing in this task; ``what`` names the caller in the error raised outside a run."""
+def current_run(what: str, name: str | None = None) -> RunContext:
+    """The run executing in this task. ``what`` (and ``name``) describe the caller in the error raised
+    outside a run; the message is only built when there is an error (this is on every step's path)."""
+    run = _run.get()
+    if run is not None and _step.get() is None:
+        return run
+    if name is not None:
+        what = f"{what} {name!r}"
     if _step.get() is not None:
         raise NotInWorkflowError(
             f"{what} was called inside a step; steps cannot call durable operations. Call it from the "
             "workflow, or call the plain function (`.fn`) inside the step."
         )
-    run = _run.get()
-    if run is None:
-        raise NotInWorkflowError(
-            f"{what} can only be awaited inside a running @perdure.workflow; start the workflow with "
-            "client.start(...) and let a worker run it"
-        )
-    return run
+    raise NotInWorkflowError(
+        f"{what} can only be awaited inside a running @perdure.workflow; start the workflow with "
+        "client.start(...) and let a worker run it"
+    )
 
 
 async def approval(name: str, payload: Any = None, *, timeout: float | _dt.timedelta | None = None) -> Decision:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from .codec import CallCodec
+from .context import current_run
 from .errors import RegistrationError, WorkflowNotFoundError
 from .retry import DEFAULT_RETRY, RetryPolicy
 from .types import StepKind
@@ -38,8 +39,6 @@ class Workflow(Generic[P, R]):
     codec: CallCodec = field(repr=False)
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        from .context import current_run
-
         current_run(f"workflow {self.name!r}")  # raises NotInWorkflowError with a hint
         return await self.fn(*args, **kwargs)
 
@@ -58,9 +57,7 @@ class Step(Generic[P, R]):
     _schema: dict[str, Any] | None = field(default=None, repr=False)
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        from .context import current_run
-
-        run = current_run(f"{self.kind.value} {self.name!r}")
+        run = current_run(self.kind.value, self.name)
         result: R = await run.call_step(self, args, kwargs)
         return result
 

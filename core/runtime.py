@@ -140,8 +140,14 @@ class RunContext:
         self.run_id = run_id
         self.journal = journal
         self._position = 0
-        seed = int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:8], "big")
-        self._rng = _random.Random(seed)
+        self._rng: _random.Random | None = None  # made on first use: most runs never ask
+
+    @property
+    def rng(self) -> _random.Random:
+        """The run's random generator, seeded from the run id, so replays draw the same values."""
+        if self._rng is None:
+            self._rng = _random.Random(int.from_bytes(hashlib.sha256(self.run_id.encode()).digest()[:8], "big"))
+        return self._rng
 
     def _next(self) -> int:
         pos = self._position
@@ -212,10 +218,10 @@ class RunContext:
         return result
 
     def uuid4(self) -> _uuid.UUID:
-        return _uuid.UUID(int=self._rng.getrandbits(128), version=4)
+        return _uuid.UUID(int=self.rng.getrandbits(128), version=4)
 
     def random(self) -> float:
-        return self._rng.random()
+        return self.rng.random()
 
 
 async def run_workflow(journal: Journal, run_id: str, workflow: str, args_json: str) -> str:
