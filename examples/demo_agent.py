@@ -1,6 +1,6 @@
 """An agent-shaped workflow for ``perdure demo``: a scripted model, tools, and a human approval.
 
-Every step body appends a line to ``$PERDURE_DEMO_DIR/events.log`` naming the process that ran it, so
+Every step body appends a line to ``$PERDURE_EXAMPLE_DIR/events.log`` naming the process that ran it, so
 the demo can show which steps ran in which worker and which were replayed from the journal.
 """
 
@@ -17,9 +17,9 @@ import perdure
 
 
 def _log(event: str, **data: Any) -> None:
-    folder = Path(os.environ.get("PERDURE_DEMO_DIR", ".perdure"))
+    folder = Path(os.environ.get("PERDURE_EXAMPLE_DIR", ".perdure"))
     folder.mkdir(parents=True, exist_ok=True)
-    worker = os.environ.get("PERDURE_DEMO_WORKER", str(os.getpid()))
+    worker = os.environ.get("PERDURE_EXAMPLE_WORKER", str(os.getpid()))
     line = json.dumps({"event": event, "worker": worker, "pid": os.getpid(), "t": time.time(), **data})
     with open(folder / "events.log", "a") as f:
         f.write(line + "\n")
@@ -47,7 +47,7 @@ async def search(query: str) -> list[str]:
 async def publish(text: str) -> str:
     key = perdure.idempotency_key()
     _log("ran", step="publish", key=key)
-    outbox = Path(os.environ.get("PERDURE_DEMO_DIR", ".perdure")) / "outbox.jsonl"
+    outbox = Path(os.environ.get("PERDURE_EXAMPLE_DIR", ".perdure")) / "outbox.jsonl"
     seen = outbox.read_text().splitlines() if outbox.exists() else []
     if not any(json.loads(line)["key"] == key for line in seen):  # the external system deduplicates
         with open(outbox, "a") as f:

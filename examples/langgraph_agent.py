@@ -21,12 +21,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +38,7 @@ from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.types import Command
 
 import perdure
+from perdure.examples.workers import DemoWorker, until
 from perdure.integrations.langgraph import DurableToolNode, ask_approval, durable_model, run_graph
 
 APP = "perdure.examples.langgraph_agent"
@@ -155,71 +153,14 @@ async def support(request: str) -> str:
 
 
 # --- the demo: a worker, a SIGKILL, a second worker ---------------------------------------------------------
-class Workers:
-    """Worker processes for real engines; an in-process task (crash simulated) for memory://."""
-
-    def __init__(self, url: str, workdir: Path) -> None:
-        self.url, self.workdir = url, workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.task: asyncio.Task[None] | None = None
-
-    async def start(self, number: int) -> str:
-        env = {**os.environ, EVENTS: str(self.workdir), "PERDURE_EXAMPLE_WORKER": str(number)}
-        if self.url.startswith("memory:"):
-            os.environ.update(env)
-            ready = asyncio.Event()
-            self.task = asyncio.create_task(perdure.serve(self.url, ready=ready.set))
-            await ready.wait()
-            return f"worker {number} (in this process: memory:// cannot be SIGKILLed, the crash is simulated)"
-        log = self.workdir / f"worker-{number}.log"
-        with open(log, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "perdure", "worker", self.url, "--app", APP],
-                                         stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        while b"perdure worker ready" not in log.read_bytes():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker {number} exited:\n{log.read_text()[-2000:]}")
-            await asyncio.sleep(0.05)
-        return f"worker {number} (pid {self.proc.pid})"
-
-    async def kill(self) -> None:
-        if self.task is not None:
-            from perdure.adapters.memory import engine_for
-
-            engine_for(self.url.split("://", 1)[1] or "default").crash_workers()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-        elif self.proc is not None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            await asyncio.to_thread(self.proc.wait)
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-        elif self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(asyncio.to_thread(self.proc.wait), 10)
-            except TimeoutError:
-                self.proc.kill()
-
-
 def _events(workdir: Path) -> list[dict[str, Any]]:
     path = workdir / "events.log"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-async def _until(check: Any, what: str, timeout: float = 120.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := await check()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} did not happen within {timeout} s")
-        await asyncio.sleep(0.05)
-    return value
-
-
 async def demo(url: str, workdir: Path, approve: bool) -> None:
     print(f"perdure + LangGraph on {url}\n")
-    workers = Workers(url, workdir)
+    workers = DemoWorker(url, workdir, APP)
     try:
         async with perdure.Client(url) as client:
             print(f"started {await workers.start(1)}")
@@ -230,7 +171,7 @@ async def demo(url: str, workdir: Path, approve: bool) -> None:
             async def deciding() -> bool:
                 return any(e["call"] == "model: decide" for e in _events(workdir))
 
-            await _until(deciding, "the model's second call")
+            await until(deciding, "the model's second call")
             await workers.kill()
             print("\n** SIGKILL: worker 1, while the model was deciding what to do **\n")
             done = [r for r in await client.steps(run_id) if r.status.value == "COMPLETED"]
@@ -241,7 +182,7 @@ async def demo(url: str, workdir: Path, approve: bool) -> None:
                 info = await client.status(run_id)
                 return info if info.pending_approval else None
 
-            info = await _until(pending, "the approval")
+            info = await until(pending, "the approval")
             p = info.pending_approval
             print(f"run is {info.status.value}: approval {p.approval_id!r} on {json.dumps(p.payload)}")
             verb = "approve" if approve else "reject"

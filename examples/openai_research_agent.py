@@ -24,13 +24,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import importlib.util
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,6 +37,7 @@ from agents import Agent, ModelSettings, function_tool
 from agents.models.interface import Model
 
 import perdure
+from perdure.examples.workers import DemoWorker, until
 from perdure.integrations.openai_agents import (
     DurableRunner,
     ScriptedModel,
@@ -153,73 +151,14 @@ async def research(topic: str) -> dict[str, Any]:
 
 
 # --- the demo: crash, resume, approve ---------------------------------------------------------------
-class Worker:
-    """A worker process (or, on memory://, a task in this process whose crash is simulated)."""
-
-    def __init__(self, url: str, workdir: Path) -> None:
-        self.url, self.workdir = url, workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.task: asyncio.Task[None] | None = None
-
-    async def start(self, number: int) -> str:
-        env = {"PERDURE_EXAMPLE_DIR": str(self.workdir), "PERDURE_EXAMPLE_WORKER": str(number)}
-        if self.url.startswith("memory:"):
-            os.environ.update(env)
-            ready = asyncio.Event()
-            self.task = asyncio.create_task(perdure.serve(self.url, ready=ready.set))
-            await ready.wait()
-            return f"worker {number} (in-process)"
-        out = self.workdir / f"worker-{number}.log"
-        with open(out, "wb") as f:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "perdure", "worker", self.url, "--app", APP],
-                stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **env}, start_new_session=True,
-            )
-        while b"perdure worker ready" not in out.read_bytes():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker {number} exited:\n{out.read_text()[-2000:]}")
-            await asyncio.sleep(0.05)
-        return f"worker {number} (pid {self.proc.pid})"
-
-    async def kill(self) -> None:
-        if self.task is not None:
-            from perdure.adapters.memory import engine_for
-
-            engine_for(self.url.split("://", 1)[1] or "default").crash_workers()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-        elif self.proc is not None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            await asyncio.to_thread(self.proc.wait)
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-        elif self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(asyncio.to_thread(self.proc.wait), 10)
-            except TimeoutError:
-                self.proc.kill()
-
-
 def events(workdir: Path) -> list[dict[str, Any]]:
     path = workdir / "events.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-async def until(check: Any, what: str, timeout: float = 120.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := await check()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} did not happen within {timeout} s")
-        await asyncio.sleep(0.05)
-    return value
-
-
 async def demo(url: str, workdir: Path, topic: str) -> dict[str, Any]:
     print(f"backend: {url}\nmodel:   {'real (' + os.environ.get('OPENAI_MODEL', 'gpt-4.1-mini') + ')' if os.environ.get('OPENAI_API_KEY') else 'scripted'}\n")
-    worker = Worker(url, workdir)
+    worker = DemoWorker(url, workdir, APP)
     client = perdure.Client(url)
     try:
         print(f"started {await worker.start(1)}")
