@@ -19,7 +19,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 class TestPerdureConformance(ConformanceSuite):
     @pytest.fixture(scope="class")
-    def perdure_harness(self, perdure_target: str):  # type: ignore[override]
+    @classmethod
+    def perdure_harness(cls, perdure_target: str):  # type: ignore[override]
         from perdure.conformance.harness import harness_for
         from perdure.conformance.runner import check_capabilities
 

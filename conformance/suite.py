@@ -50,8 +50,9 @@ class ConformanceSuite:
         return harness_for(self.target)
 
     @pytest.fixture(scope="class")
-    def perdure_harness(self) -> Iterator[Harness]:
-        h = self.make_harness()
+    @classmethod
+    def perdure_harness(cls) -> Iterator[Harness]:
+        h = cls().make_harness()
         check_capabilities(h)
         h.setup()
         try:
