@@ -30,8 +30,9 @@ VARIANT = os.environ.get("PERDURE_CONFORMANCE_VARIANT", "base")
 FAST_RETRY = RetryPolicy(max_attempts=3, initial_interval=0.05, backoff=1.0, max_interval=0.05)
 
 
-async def _body(label: str) -> None:
-    """What every conformance step does first: count the call and pass its checkpoint."""
+async def pass_gate(label: str) -> None:
+    """What every conformance step body (core and agent scenarios) does first: count the call in the
+    ledger and pass its checkpoint, where the suite may hold it and kill the worker."""
     ledger = current_ledger()
     rid = perdure.run_id()
     ledger.record_call(label, rid, perdure.current_step().idempotency_key)
@@ -40,19 +41,19 @@ async def _body(label: str) -> None:
 
 @perdure.step(name="conf.a")
 async def a(x: str) -> str:
-    await _body("a")
+    await pass_gate("a")
     return f"{x}>a"
 
 
 @perdure.step(name="conf.b")
 async def b(x: str) -> str:
-    await _body("b")
+    await pass_gate("b")
     return f"{x}>b"
 
 
 @perdure.step(name="conf.c")
 async def c(x: str) -> str:
-    await _body("c")
+    await pass_gate("c")
     return f"{x}>c"
 
 
@@ -181,7 +182,7 @@ async def serialization() -> dict[str, str]:
 
 @perdure.step(name="conf.remember")
 async def remember(now: str, uid: str, rnd: float) -> list[Any]:
-    await _body("remember")
+    await pass_gate("remember")
     return [now, uid, rnd]
 
 

@@ -31,6 +31,7 @@ from perdure.integrations.langgraph import DurableToolNode, ask_approval, durabl
 
 from ..ledger import current_ledger
 from ..scenarios import refused, scenario, start, trace
+from ..workflows import pass_gate
 
 if TYPE_CHECKING:
     from ..harness import Harness
@@ -38,14 +39,6 @@ if TYPE_CHECKING:
 MODEL = "langgraph.model.conf-lg"
 LOOKUP = "langgraph.tool.lookup_order"
 REFUND = "langgraph.tool.refund"
-
-
-async def _pass(label: str) -> None:
-    """What every scripted body does first: count the call and pass its gate."""
-    ledger = current_ledger()
-    rid = perdure.run_id()
-    ledger.record_call(label, rid, perdure.idempotency_key())
-    await ledger.checkpoint(f"{rid}:{label}")
 
 
 def _script(messages: list[BaseMessage]) -> tuple[str, AIMessage]:
@@ -86,7 +79,7 @@ class ScriptedModel(BaseChatModel):
     async def _agenerate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
                          **kwargs: Any) -> ChatResult:
         label, reply = _script(messages)
-        await _pass(label)
+        await pass_gate(label)
         return ChatResult(generations=[ChatGeneration(message=reply)])
 
 
@@ -96,7 +89,7 @@ model = durable_model(ScriptedModel(), name="conf-lg")
 @tool
 async def lookup_order(order: str) -> str:
     """Look up an order."""
-    await _pass(f"lookup-{order}")
+    await pass_gate(f"lookup-{order}")
     return f"order {order}: 2 items, paid 30 EUR"
 
 

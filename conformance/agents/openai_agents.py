@@ -33,6 +33,7 @@ from perdure.integrations.openai_agents import (
 from ...core.types import StepStatus
 from ..ledger import current_ledger
 from ..scenarios import refused, scenario, start, trace
+from ..workflows import pass_gate
 
 if TYPE_CHECKING:
     from ..harness import Harness
@@ -43,18 +44,10 @@ LOOKUP = "openai_agents.tool.lookup"
 PUBLISH = "openai_agents.tool.publish"
 
 
-async def _gate(label: str) -> None:
-    """What every scripted model turn and tool body does first: count the call and pass its gate."""
-    ledger = current_ledger()
-    rid = perdure.run_id()
-    ledger.record_call(label, rid, perdure.current_step().idempotency_key)
-    await ledger.checkpoint(f"{rid}:{label}")
-
-
 @function_tool
 async def lookup(topic: str) -> str:
     """Look a topic up in the knowledge base."""
-    await _gate(f"lookup-{topic}")
+    await pass_gate(f"lookup-{topic}")
     return f"{topic}: 3 sources"
 
 
@@ -71,17 +64,17 @@ async def publish(text: str) -> dict[str, Any]:
 
 async def _researcher(turn: Turn) -> Any:
     if not turn.called("lookup"):
-        await _gate("model-plan")
+        await pass_gate("model-plan")
         return [call("lookup", topic="durability"), call("lookup", topic="agents")]
     if not turn.called("publish"):
-        await _gate("model-draft")
+        await pass_gate("model-draft")
         return call("publish", text=" / ".join(turn.outputs("lookup")))
-    await _gate("model-handoff")
+    await pass_gate("model-handoff")
     return call("transfer_to_writer")
 
 
 async def _writer(turn: Turn) -> Any:
-    await _gate("model-write")
+    await pass_gate("model-write")
     outcome = turn.outputs("publish")[-1]
     return f"summary of {len(turn.outputs('lookup'))} lookups; publish said: {outcome}"
 
