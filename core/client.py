@@ -7,7 +7,7 @@ from types import TracebackType
 from typing import Any
 
 from .backend import Backend
-from .codec import CallCodec
+from .codec import max_payload_bytes
 from .config import open_backend
 from .errors import (
     ApprovalAlreadyDecidedError,
@@ -30,6 +30,7 @@ class Client:
     """
 
     def __init__(self, backend: str | Backend | None = None) -> None:
+        max_payload_bytes()  # a bad PERDURE_MAX_PAYLOAD_BYTES fails here, not at the first large value
         self.backend = backend if isinstance(backend, Backend) else open_backend(backend)
 
     @property
@@ -59,7 +60,7 @@ class Client:
             raise InvalidArgumentError(f"run_id must be a non-empty string of at most 200 characters, got {run_id!r}")
         wf = workflow if isinstance(workflow, Workflow) else workflows().get(name)
         if wf is not None:
-            args_json = wf.codec.encode_args(args, kwargs, where=f"workflow {name!r}")
+            args_json = wf.codec.encode_args(args, kwargs)
         else:  # not importable here (a CLI, another service): send the arguments as given
             from .codec import encode
 
@@ -90,7 +91,7 @@ class Client:
         wf = workflows().get(info.workflow)
         if wf is None:
             return info.output
-        return _decode_output(wf.codec, info.output, info.workflow)
+        return wf.codec.decode_result_value(info.output)
 
     async def steps(self, run_id: str) -> list[StepRecord]:
         """The run's journal: one record per step, tool, approval and sleep, in position order."""
@@ -157,6 +158,3 @@ class Client:
             )
         await self.backend.decide(run_id, approval_id, decision.model_copy(update={"digest": pending.digest}))
 
-
-def _decode_output(codec: CallCodec, value: Any, workflow: str) -> Any:
-    return codec.decode_result_value(value, where=f"output of workflow {workflow!r}")

@@ -23,14 +23,18 @@ from pydantic import TypeAdapter, ValidationError
 from .errors import PayloadTooLargeError, SerializationError
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576
+# The smallest limit PERDURE_MAX_PAYLOAD_BYTES may set. Values up to this size are never checked, which
+# keeps the environment lookup off the hot path of small step arguments and results.
+MIN_MAX_PAYLOAD_BYTES = 1024
 _ANY_ADAPTER: TypeAdapter[Any] = TypeAdapter(Any)
 
 
 def max_payload_bytes() -> int:
     """The size limit for one encoded value: ``PERDURE_MAX_PAYLOAD_BYTES`` or 1 MiB.
 
-    Read on every call (not cached) so a worker and its tests can change it through the environment.
-    The default stays under every engine's own limit (Temporal refuses payloads over 2 MB).
+    Read whenever a value over :data:`MIN_MAX_PAYLOAD_BYTES` is encoded (not cached), so a worker and its
+    tests can change it through the environment; workers and clients check it when they start. The
+    default stays under every engine's own limit (Temporal refuses payloads over 2 MB).
     """
     raw = os.environ.get("PERDURE_MAX_PAYLOAD_BYTES")
     if not raw:
@@ -39,8 +43,8 @@ def max_payload_bytes() -> int:
         value = int(raw)
     except ValueError as exc:
         raise SerializationError(f"PERDURE_MAX_PAYLOAD_BYTES must be an integer, got {raw!r}") from exc
-    if value <= 0:
-        raise SerializationError(f"PERDURE_MAX_PAYLOAD_BYTES must be positive, got {value}")
+    if value < MIN_MAX_PAYLOAD_BYTES:
+        raise SerializationError(f"PERDURE_MAX_PAYLOAD_BYTES must be at least {MIN_MAX_PAYLOAD_BYTES}, got {value}")
     return value
 
 
@@ -53,8 +57,7 @@ def encode(value: Any, *, where: str) -> str:
             f"cannot serialize {where}: value of type {type(value).__qualname__} is not JSON-serializable "
             f"({exc}). Return plain data, a pydantic model or a dataclass."
         ) from None
-    limit = max_payload_bytes()
-    if len(data) > limit:
+    if len(data) > MIN_MAX_PAYLOAD_BYTES and len(data) > (limit := max_payload_bytes()):
         raise PayloadTooLargeError(
             f"{where} is {len(data)} bytes encoded, over the limit of {limit} bytes "
             "(PERDURE_MAX_PAYLOAD_BYTES). Store large data elsewhere and pass a reference."
@@ -99,12 +102,17 @@ class CallCodec:
     """Encodes the arguments and result of one function by its signature and type hints.
 
     Arguments are stored by parameter name (``{"topic": "x"}``) so journals read well, and decoded with
-    each parameter's annotation; the result is decoded with the return annotation.
+    each parameter's annotation; the result is decoded with the return annotation. ``label`` names the
+    function in errors (``"step 'fetch'"``); it is only formatted into a message when something fails,
+    because these methods run on every step.
     """
 
-    def __init__(self, fn: Callable[..., Any]) -> None:
+    def __init__(self, fn: Callable[..., Any], label: str | None = None) -> None:
         self.fn = fn
         self.name = getattr(fn, "__qualname__", repr(fn))
+        self.label = label or self.name
+        self._args_where = f"arguments of {self.label}"
+        self._result_where = f"output of {self.label}"
         self.signature = inspect.signature(fn)
         try:
             hints = typing.get_type_hints(fn)
@@ -112,6 +120,7 @@ class CallCodec:
             hints = {}
         self.return_annotation: Any = hints.get("return", Any)
         self._result_adapter = adapter_for(self.return_annotation)
+        self._result_is_any = self._result_adapter is _ANY_ADAPTER
         self.params: list[tuple[str, inspect._ParameterKind, TypeAdapter[Any]]] = []
         for p in self.signature.parameters.values():
             ann = hints.get(p.name, Any)
@@ -126,7 +135,7 @@ class CallCodec:
         self._positional = [p.name for p in params if p.kind in positional_kinds]
         self._required = sum(1 for p in params if p.default is inspect.Parameter.empty)
 
-    def encode_args(self, args: tuple[Any, ...], kwargs: dict[str, Any], *, where: str) -> str:
+    def encode_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         if self._simple and not kwargs and self._required <= len(args) <= len(self._positional):
             # The common case (positional arguments only), without Signature.bind's ~10 us.
             arguments: dict[str, Any] = dict(zip(self._positional, args, strict=False))
@@ -134,11 +143,16 @@ class CallCodec:
             try:
                 arguments = self.signature.bind(*args, **kwargs).arguments
             except TypeError as exc:
-                raise TypeError(f"{where}: {exc}") from None
-        return encode(arguments, where=f"arguments of {where}")
+                raise TypeError(f"{self.label}: {exc}") from None
+        return encode(arguments, where=self._args_where)
 
-    def decode_args(self, text: str, *, where: str) -> tuple[list[Any], dict[str, Any]]:
-        raw = decode(text, dict[str, Any], where=f"arguments of {where}")
+    def decode_args(self, text: str) -> tuple[list[Any], dict[str, Any]]:
+        try:
+            raw = pydantic_core.from_json(text)
+        except ValueError as exc:
+            raise SerializationError(f"cannot decode arguments of {self.label}: {exc}") from None
+        if not isinstance(raw, dict):
+            raise SerializationError(f"cannot decode arguments of {self.label}: expected a JSON object, got {text!r:.200}")
         args: list[Any] = []
         kwargs: dict[str, Any] = {}
         positional = True  # after a skipped (defaulted) parameter, the rest must go by keyword
@@ -146,10 +160,13 @@ class CallCodec:
             if name not in raw:
                 positional = False  # a default applies
                 continue
-            try:
-                value = adapter.validate_python(raw[name])
-            except ValidationError as exc:
-                raise SerializationError(f"cannot decode argument {name!r} of {where}: {exc}") from None
+            if adapter is _ANY_ADAPTER:
+                value = raw[name]
+            else:
+                try:
+                    value = adapter.validate_python(raw[name])
+                except ValidationError as exc:
+                    raise SerializationError(f"cannot decode argument {name!r} of {self.label}: {exc}") from None
             if kind is inspect.Parameter.POSITIONAL_ONLY or (
                 positional and kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
             ):
@@ -164,15 +181,19 @@ class CallCodec:
                 kwargs.update(value)
         return args, kwargs
 
-    def encode_result(self, value: Any, *, where: str) -> str:
-        return encode(value, where=where)
+    def encode_result(self, value: Any) -> str:
+        return encode(value, where=self._result_where)
 
-    def decode_result(self, text: str, *, where: str) -> Any:
-        return decode(text, self.return_annotation, where=where)
+    def decode_result(self, text: str) -> Any:
+        return decode(text, self.return_annotation, where=self._result_where)
 
-    def decode_result_value(self, value: Any, *, where: str) -> Any:
+    def decode_result_value(self, value: Any) -> Any:
         """Decode an already-parsed JSON value (from a journal envelope) with the return annotation."""
+        if self._result_is_any:
+            return value
         try:
             return self._result_adapter.validate_python(value)
         except ValidationError as exc:
-            raise SerializationError(f"cannot decode {where} as {self.return_annotation!r}: {exc}") from None
+            raise SerializationError(
+                f"cannot decode output of {self.label} as {self.return_annotation!r}: {exc}"
+            ) from None

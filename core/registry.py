@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
+import pydantic_core
+
 from .codec import CallCodec
 from .context import current_run
 from .errors import RegistrationError, WorkflowNotFoundError
@@ -55,9 +57,20 @@ class Step(Generic[P, R]):
     description: str = ""
     is_async: bool = True
     _schema: dict[str, Any] | None = field(default=None, repr=False)
+    # Precomputed for the hot path (every call of the step): the kind's string value, and the start of
+    # the JSON envelope of a successful attempt (see perdure.core.runtime.execute_attempt).
+    kind_value: str = field(init=False, repr=False)
+    ok_envelope_prefix: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.kind_value = self.kind.value
+        self.ok_envelope_prefix = (
+            '{"name":' + pydantic_core.to_json(self.name).decode() + ',"kind":"' + self.kind_value
+            + '","ok":true,"output":'
+        )
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        run = current_run(self.kind.value, self.name)
+        run = current_run(self.kind_value, self.name)
         result: R = await run.call_step(self, args, kwargs)
         return result
 
@@ -119,7 +132,7 @@ def workflow(fn: Any = None, /, *, name: str | None = None) -> Any:
                 f"@perdure.workflow needs an async function; {getattr(f, '__qualname__', f)!r} is not "
                 "(write `async def`)"
             )
-        wf: Workflow[P, R] = Workflow(name=name or _default_name(f), fn=f, codec=CallCodec(f))
+        wf: Workflow[P, R] = Workflow(name=name or _default_name(f), fn=f, codec=CallCodec(f, f"workflow {name or _default_name(f)!r}"))
         functools.update_wrapper(wf, f)  # type: ignore[arg-type]
         _register(_workflows, wf.name, wf, "workflow")
         return wf
@@ -143,12 +156,13 @@ def _make_step(
     if retry is not None and not isinstance(retry, RetryPolicy):
         raise RegistrationError(f"retry= must be a perdure.RetryPolicy, got {type(retry).__name__}")
     doc = inspect.getdoc(fn) or ""
+    name = name or _default_name(fn)
     s: Step[Any, Any] = Step(
-        name=name or _default_name(fn),
+        name=name,
         fn=fn,
         kind=kind,
         retry=retry or DEFAULT_RETRY,
-        codec=CallCodec(fn),
+        codec=CallCodec(fn, f"{kind.value} {name!r}"),
         description=description if description is not None else doc,
         is_async=inspect.iscoroutinefunction(fn),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable
 
+from .codec import max_payload_bytes
 from .config import open_backend
 from .errors import ConfigurationError
 
@@ -24,6 +25,7 @@ async def serve(
     backend: str | None = None, *, apps: Iterable[str] = (), ready: Callable[[], None] | None = None
 ) -> None:
     """Serve every registered workflow on ``backend`` until cancelled (after importing ``apps``)."""
+    max_payload_bytes()  # a bad PERDURE_MAX_PAYLOAD_BYTES fails at start, not at the first large value
     import_apps(apps)
     b = open_backend(backend)
     try:

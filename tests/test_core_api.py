@@ -286,9 +286,15 @@ def test_tool_metadata_for_agent_frameworks() -> None:
 def test_payload_limit_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     from perdure.core.codec import encode
 
-    monkeypatch.setenv("PERDURE_MAX_PAYLOAD_BYTES", "10")
-    with pytest.raises(perdure.PayloadTooLargeError, match="over the limit of 10 bytes"):
-        encode("x" * 20, where="test value")
+    monkeypatch.setenv("PERDURE_MAX_PAYLOAD_BYTES", "2000")
+    encode("x" * 1990, where="test value")
+    with pytest.raises(perdure.PayloadTooLargeError, match="over the limit of 2000 bytes"):
+        encode("x" * 2000, where="test value")  # 2002 bytes with the quotes
+    monkeypatch.setenv("PERDURE_MAX_PAYLOAD_BYTES", "100")
+    with pytest.raises(SerializationError, match="must be at least 1024"):
+        encode("x" * 2000, where="test value")
     monkeypatch.setenv("PERDURE_MAX_PAYLOAD_BYTES", "lots")
     with pytest.raises(SerializationError, match="must be an integer"):
-        encode("x", where="test value")
+        encode("x" * 2000, where="test value")
+    with pytest.raises(SerializationError, match="must be an integer"):  # found at start, before any value
+        perdure.Client("memory://")

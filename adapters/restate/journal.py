@@ -164,9 +164,9 @@ def restate_context() -> WorkflowContext:
 
 def _attempt_action(call: StepCall, attempt: int) -> Callable[[], Coroutine[Any, Any, bytes]]:
     async def action() -> bytes:
-        envelope, retry = await execute_attempt(call, attempt)
-        text = envelope.to_json().encode()
-        return _RETRY_PREFIX + text + b"}" if retry else text
+        outcome = await execute_attempt(call, attempt)
+        text = outcome.envelope.encode()
+        return _RETRY_PREFIX + text + b"}" if outcome.retry else text
 
     return action
 

@@ -64,21 +64,21 @@ async def run_step(call_payload: RawValue) -> RawValue:
         every = max(info.heartbeat_timeout.total_seconds() / 4, 0.01)
         beat = asyncio.create_task(_beat({"phase": "running", "attempt": attempt}, every))
     try:
-        envelope, retry = await execute_attempt(call, attempt)
+        outcome = await execute_attempt(call, attempt)
     finally:
         if beat is not None:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
-    if not retry:
-        return raw(envelope.to_json())
-    assert envelope.error is not None
+    if not outcome.retry:
+        return raw(outcome.envelope)
+    assert outcome.error is not None
     if not info.is_local:
         activity.heartbeat({"phase": "failed", "attempt": attempt})
     delay = get_step(call.name).retry.delay(attempt)
     raise ApplicationError(
-        envelope.error.message,
-        type=envelope.error.type,
+        outcome.error.message,
+        type=outcome.error.type,
         next_retry_delay=timedelta(seconds=max(delay, 0.001)),  # 0 would mean "unset"
         # perdure retries are expected behaviour: logged at DEBUG by the worker, not as warnings
         category=ApplicationErrorCategory.BENIGN,
