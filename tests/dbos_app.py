@@ -60,3 +60,14 @@ async def review(x: str, timeout: float | None = None) -> dict[str, Any]:
     decision = await perdure.approval("review", {"draft": draft}, timeout=timeout)
     await perdure.sleep(0.05)
     return {"approved": decision.approved, "by": decision.by, "draft": draft}
+
+
+@perdure.workflow(name="t.long")
+async def long(x: str, n: int) -> dict[str, Any]:
+    """``n`` recorded steps, then the tool: a history long enough to be replayed from one read."""
+    fetched = []
+    for i in range(n):
+        if VARIANT == "reordered" and i == n - 1:  # a deploy that changed a step deep in the recorded history
+            await publish(x)
+        fetched.append(await fetch(f"{x}{i}"))
+    return {"fetched": fetched, **await publish(x)}

@@ -298,3 +298,90 @@ def test_approval_deadline_survives_a_kill(url: str, workers: Workers) -> None:
                 await client.approve(rid, "review-1")
 
     asyncio.run(main())
+
+
+def test_a_long_history_replays_exactly_after_a_kill(url: str, workers: Workers) -> None:
+    """A recovered run's record is read at once and answered from that read (replay.py): every recorded
+    step returns its recorded output without running, and the step in flight runs again."""
+
+    async def main() -> None:
+        async with perdure.Client(url) as client:
+            rid = f"long-{uuid.uuid4().hex[:8]}"
+            gate = workers.gate(rid, "publish")
+            workers.start()
+            await client.start("t.long", run_id=rid, x="h", n=30)
+            await workers.until(lambda: workers.calls(rid, "publish"), "publish entered")
+            before = await client.steps(rid)
+            workers.kill()
+            workers.start()
+            await workers.until(lambda: len(workers.calls(rid, "publish")) == 2, "publish re-entered")
+            gate.unlink()
+            fetched = [f"h{i}>fetch" for i in range(30)]
+            assert await client.result(rid, timeout=PATIENCE) == {"fetched": fetched, "published": "h", "key": f"{rid}:30"}
+            assert len(workers.calls(rid, "fetch")) == 30  # each recorded step ran once, before the kill
+            after = await client.steps(rid)
+            assert after[:30] == before[:30] and [r.output for r in after[:30]] == fetched
+            assert (after[30].position, after[30].name, after[30].status) == (30, "t.publish", StepStatus.COMPLETED)
+
+    asyncio.run(main())
+
+
+def test_a_step_changed_deep_in_the_history_fails_with_nondeterminism_error(url: str, workers: Workers) -> None:
+    """Past the first operation, recorded positions are checked from the run's record read at once: a
+    changed step there is the same NonDeterminismError DBOS's own check gives."""
+
+    async def main() -> None:
+        async with perdure.Client(url) as client:
+            rid = f"nd-long-{uuid.uuid4().hex[:8]}"
+            workers.gate(rid, "publish")
+            workers.start()
+            await client.start("t.long", run_id=rid, x="i", n=5)
+            await workers.until(lambda: workers.calls(rid, "publish"), "publish entered")
+            workers.kill()
+            workers.start(variant="reordered")  # position 4: the tool where step t.fetch was recorded
+            with pytest.raises(RunFailedError) as failed:
+                await client.result(rid, timeout=PATIENCE)
+            expected = NonDeterminismError(4, "step 't.fetch'", "tool 't.publish'")
+            assert (failed.value.error_type, failed.value.message) == ("NonDeterminismError", str(expected))
+            assert len(workers.calls(rid, "publish")) == 1  # the changed step was refused, not run
+
+    asyncio.run(main())
+
+
+def test_a_running_worker_takes_over_a_killed_workers_run_but_never_a_live_ones(url: str, workers: Workers) -> None:
+    """Two worker processes on one database. While the first is alive -- even frozen (SIGSTOP) -- the
+    second never takes its run; once the first is SIGKILLed, the second continues it, with no worker
+    started after the kill."""
+
+    async def main() -> None:
+        async with perdure.Client(url) as client:
+            first_run = f"held-{uuid.uuid4().hex[:8]}"
+            gate_first = workers.gate(first_run, "publish")
+            workers.start()
+            holder = workers.procs[0]
+            await client.start("t.pipeline", run_id=first_run, x="j")
+            await workers.until(lambda: workers.calls(first_run, "publish"), "publish entered")
+            os.kill(holder.pid, signal.SIGSTOP)  # alive, but doing nothing: its run must stay its own
+
+            workers.start()  # a worker says ready after its first check for dead workers
+            standby = workers.procs[1]
+            second_run = f"other-{uuid.uuid4().hex[:8]}"
+            gate_second = workers.gate(second_run, "publish")
+            await client.start("t.pipeline", run_id=second_run, x="k")  # the frozen worker cannot take it
+            await workers.until(lambda: workers.calls(second_run, "publish"), "second run's publish entered")
+            assert workers.calls(second_run, "publish") == [str(standby.pid)]
+            assert workers.calls(first_run, "publish") == [str(holder.pid)]  # not taken over
+
+            os.kill(holder.pid, signal.SIGKILL)
+            holder.wait()
+            await workers.until(lambda: len(workers.calls(first_run, "publish")) == 2, "publish re-entered")
+            assert workers.calls(first_run, "publish") == [str(holder.pid), str(standby.pid)]
+            assert [p.pid for p in workers.procs if p.poll() is None] == [standby.pid]  # nobody else started
+            gate_first.unlink()
+            gate_second.unlink()
+            assert await client.result(first_run, timeout=PATIENCE) == {"published": "j>fetch", "key": f"{first_run}:1"}
+            assert await client.result(second_run, timeout=PATIENCE) == {"published": "k>fetch", "key": f"{second_run}:1"}
+            assert len(workers.calls(first_run, "fetch")) == 1
+            assert workers.calls(second_run, "publish") == [str(standby.pid)]  # its live worker kept it
+
+    asyncio.run(main())

@@ -4,6 +4,8 @@ and the client side against a real SQLite system database."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,8 +19,11 @@ pytest.importorskip("dbos")
 import perdure  # noqa: E402
 from perdure.adapters.dbos import DBOSBackend  # noqa: E402
 from perdure.adapters.dbos.database import claim_timeout, insert_decision, prepare  # noqa: E402
-from perdure.adapters.dbos.journal import describe_op, op_name, parse_op  # noqa: E402
+from perdure.adapters.dbos.internals import RecordedOp  # noqa: E402
+from perdure.adapters.dbos.journal import describe_op, op_name, parse_op, step_options  # noqa: E402
+from perdure.adapters.dbos.liveness import FileLocks  # noqa: E402
 from perdure.adapters.dbos.records import run_info, step_records  # noqa: E402
+from perdure.adapters.dbos.replay import NOT_ANSWERED, RecordedRun  # noqa: E402
 from perdure.adapters.dbos.serializer import SERIALIZER, RawJSON, RecordedError  # noqa: E402
 from perdure.core.config import open_backend  # noqa: E402
 from perdure.core.errors import (  # noqa: E402
@@ -194,3 +199,57 @@ def test_client_side_without_a_worker(tmp_path: Path) -> None:
             assert [r.run_id for r in await client.runs()] == ["same"]
 
     asyncio.run(main())
+
+
+# --- replay from one read, liveness, and the DBOS internals both rely on ----------------------------------
+def test_a_recorded_run_answers_only_what_dbos_would_return_as_is() -> None:
+    envelope = '{"name":"a","kind":"step","ok":true,"output":1,"error":null,"attempts":1}'
+    run = RecordedRun([
+        RecordedOp(1, "step:a", envelope, None, SERIALIZER.name()),
+        RecordedOp(2, "sleep.begin:perdure.sleep", '{"wake_at":5.0}', None, SERIALIZER.name()),
+        RecordedOp(3, "DBOS.setEvent", None, None, SERIALIZER.name()),
+        RecordedOp(5, "approval.expire:ok", None, '{"__perdure_error__":{"type":"E","message":"m"}}',
+                   SERIALIZER.name()),
+        RecordedOp(6, "step:b", envelope, None, "py_pickle"),
+        RecordedOp(7, "approval.expire:ok", "null", None, SERIALIZER.name()),
+    ])
+    assert run.last == 7 and run.name_at(4) is None and run.name_at(6) == "step:b"
+    answer = run.answer(1)
+    assert isinstance(answer, RawJSON) and answer == envelope  # the stored envelope, verbatim
+    assert run.answer(2) == {"wake_at": 5.0}
+    assert run.answer(7) is None  # a recorded None is an answer
+    # Left to DBOS at the reserved step ID: nothing recorded, no output, a recorded error, another serializer.
+    assert all(run.answer(i) is NOT_ANSWERED for i in (4, 3, 5, 6))
+
+
+def test_step_options_are_made_once_per_operation() -> None:
+    assert step_options("tool", "app.pay") == {"name": "tool:app.pay"}
+    assert step_options("tool", "app.pay") is step_options("tool", "app.pay")
+
+
+def test_file_locks_tell_dead_workers_from_live_ones(tmp_path: Path) -> None:
+    def row(executor_id: str) -> SimpleNamespace:
+        return SimpleNamespace(executor_id=executor_id, lock_key=0)
+
+    live, gone, sweeper = FileLocks(tmp_path / "w"), FileLocks(tmp_path / "w"), FileLocks(tmp_path / "w")
+    live.hold("a")
+    gone.hold("b")
+    gone.close()  # its process died: the kernel released the lock
+    workers = [row("a"), row("b"), row("c")]  # c: registered, but its lock file is gone
+    dead = sweeper.take_dead(workers)
+    assert [w.executor_id for w in dead] == ["b", "c"]
+    assert FileLocks(tmp_path / "w").take_dead(workers) == []  # a held by its worker, b and c by the sweeper
+    for w in dead:
+        sweeper.let_go(w)
+    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == ["a.lock"]
+    live.close()
+    assert [w.executor_id for w in sweeper.take_dead([row("a")])] == ["a"]
+    sweeper.close()
+
+
+def test_the_dbos_internals_perdure_relies_on_still_hold(tmp_path: Path) -> None:
+    """Fails loudly when a DBOS upgrade changes what internals.py / replay.py assume (see that script)."""
+    script = Path(__file__).resolve().parent / "dbos_internals_check.py"
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "i.sqlite")], capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0 and "dbos internals ok" in done.stdout, done.stdout + done.stderr[-4000:]

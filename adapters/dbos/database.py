@@ -1,10 +1,13 @@
-"""The DBOS system database as perdure uses it: URLs, connections, and the one table perdure adds.
+"""The DBOS system database as perdure uses it: URLs, connections, and the two tables perdure adds.
 
-Everything durable lives in DBOS's system database (SQLite file or Postgres database). perdure adds one
-table, ``perdure_decisions``, whose primary key makes an approval's outcome exactly-once: a human's
-decision and a worker's timeout both *claim* the row ``(run_id, approval_id)``; whoever inserts first
-wins, atomically, whether or not a worker is running. The decision itself is delivered with DBOS's own
-``send`` in the same transaction, so a claimed decision is always a delivered one.
+Everything durable lives in DBOS's system database (SQLite file or Postgres database). perdure adds:
+
+* ``perdure_decisions``, whose primary key makes an approval's outcome exactly-once: a human's decision
+  and a worker's timeout both *claim* the row ``(run_id, approval_id)``; whoever inserts first wins,
+  atomically, whether or not a worker is running. The decision itself is delivered with DBOS's own
+  ``send`` in the same transaction, so a claimed decision is always a delivered one.
+* ``perdure_workers``, one row per worker process (its DBOS executor id and liveness lock key), so live
+  workers can find dead ones and take over their runs (liveness.py).
 """
 
 from __future__ import annotations
@@ -52,6 +55,16 @@ _decisions = sa.Table(
     sa.Column("outcome", sa.Text, nullable=False),  # "decision" or "timeout"
     sa.Column("decision", sa.Text, nullable=True),  # Decision as JSON (outcome "decision")
     sa.Column("claimed_at", sa.Float, nullable=False),
+)
+
+workers_table = sa.Table(
+    "perdure_workers",
+    sa.MetaData(),
+    sa.Column("executor_id", sa.Text, primary_key=True),  # the worker's DBOS executor id
+    sa.Column("lock_key", sa.BigInteger, nullable=False),  # Postgres: its advisory lock (liveness.py)
+    sa.Column("host", sa.Text, nullable=False),  # for people reading the table
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
 )
 
 
@@ -130,6 +143,7 @@ def _prepare(db: Database, engine: sa.Engine) -> None:
     DBOS.migrate(db.dbos_url)  # creates the Postgres database / SQLite file and DBOS's tables
     with engine.begin() as conn:
         conn.execute(sa.schema.CreateTable(_decisions, if_not_exists=True))
+        conn.execute(sa.schema.CreateTable(workers_table, if_not_exists=True))
     client = DBOSClient(system_database_engine=engine, application_name=APP_NAME)
     try:
         # Registered before a worker launches, so its queue thread serves the queue from the start.

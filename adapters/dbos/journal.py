@@ -20,6 +20,10 @@ How SEMANTICS.md maps onto DBOS:
   still counts); ``"approval:<name>"`` records the envelope; the event is cleared.
 * **Sleep** -- ``"sleep.begin:perdure.sleep"`` records the wake-up time once; ``"sleep:perdure.sleep"``
   records the envelope after waking.
+* **Replay** -- when a run's first operation turns out to be recorded (a recovery), the rest of its
+  record is read in one query and recorded positions are answered from it at the step IDs DBOS draws
+  (replay.py), instead of one DBOS transaction per replayed step; the first new operation goes through
+  DBOS again.
 
 ``steps()`` reads these operations back (records.py); positions are counted from them.
 """
@@ -27,6 +31,7 @@ How SEMANTICS.md maps onto DBOS:
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -47,8 +52,9 @@ from ...core.runtime import (
     timeout_envelope,
 )
 from ...core.types import ApprovalRequest, Decision, StepCall
-from . import cancellation
+from . import cancellation, internals
 from .database import APP_NAME, DBOS_WORKFLOW, PENDING_EVENT, claim_timeout
+from .replay import NOT_ANSWERED, RecordedRun
 from .serializer import SERIALIZER, RawJSON
 
 SLEEP = "perdure.sleep"
@@ -57,6 +63,8 @@ FOREVER = 10 * 365 * 24 * 3600.0
 # Operations that begin or complete a journal position. Anything else (DBOS.setEvent, DBOS.recv,
 # DBOS.sleep, approval.expire) belongs to the position in progress.
 BEGIN_KINDS = ("approval.begin", "sleep.begin")
+
+log = logging.getLogger("perdure.dbos")
 
 
 def op_name(kind: str, name: str) -> str:
@@ -93,35 +101,112 @@ def configure(engine: sa.Engine | None) -> None:
     ))
 
 
+_options: dict[tuple[str, str], StepOptions] = {}
+
+
+def step_options(kind: str, name: str) -> StepOptions:
+    """The DBOS step options of an operation, made once per (kind, name): DBOS copies them on every call."""
+    options = _options.get((kind, name))
+    if options is None:
+        options = _options[kind, name] = {"name": op_name(kind, name)}
+    return options
+
+
+async def _execute(call: StepCall) -> RawJSON:
+    """The body of a step's DBOS step: perdure's retry loop around the user's function."""
+    return RawJSON(await execute_step(call))
+
+
+def _nondeterminism(position: int, recorded: str, kind: str, name: str) -> NonDeterminismError:
+    return NonDeterminismError(position, describe_op(recorded), f"{kind.split('.')[0]} {name!r}")
+
+
+FIRST = RecordedRun([])  # sentinel: the run's first operation has not been reached yet
+
+
 class DBOSJournal(Journal):
-    """The journal of the run executing in the current DBOS workflow."""
+    """The journal of the run executing in the current DBOS workflow.
+
+    ``recorded`` says how operations reach DBOS: ``None`` -- each through DBOS (a run executing for the
+    first time, or past its recorded operations); a :class:`RecordedRun` -- recorded positions are
+    answered from it (see replay.py); :data:`FIRST` -- the first operation tells which of the two.
+    """
+
+    __slots__ = ("run_id", "recorded")
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
+        self.recorded: RecordedRun | None = FIRST
 
-    async def _op(
-        self, position: int, kind: str, name: str, fn: Callable[[], Coroutine[Any, Any, Any]], **options: Any
-    ) -> Any:
-        """Run ``fn`` as the DBOS step of this operation (or return its recorded output on replay)."""
-        step_options: StepOptions = {"name": op_name(kind, name), **options}  # type: ignore[typeddict-item]
+    async def _op(self, position: int, kind: str, name: str, fn: Callable[..., Coroutine[Any, Any, Any]],
+                  *args: Any, options: StepOptions | None = None) -> Any:
+        """Run ``fn(*args)`` as the DBOS step of this operation (or return its recorded output on replay)."""
+        if options is None:
+            options = step_options(kind, name)
         try:
-            return await DBOS.run_step_async(step_options, fn)
+            recorded = self.recorded
+            if recorded is None:
+                return await DBOS.run_step_async(options, fn, *args)
+            if recorded is FIRST:
+                return await self._first(options, fn, args)
+            return await self._replay(recorded, position, kind, name, options, fn, args)
         except DBOSUnexpectedStepError as exc:
-            recorded = exc.inputs[3]
-            raise NonDeterminismError(position, describe_op(recorded), f"{kind.split('.')[0]} {name!r}") from None
+            raise _nondeterminism(position, exc.inputs[3], kind, name) from None
+
+    async def _first(self, options: StepOptions, fn: Callable[..., Coroutine[Any, Any, Any]],
+                     args: tuple[Any, ...]) -> Any:
+        """The run's first operation, through DBOS. If DBOS answers it from its record without running it,
+        this execution is a recovery: read the rest of the run's record at once for the next ones."""
+        self.recorded = None  # operations started while this one runs go through DBOS
+        ran = False
+
+        async def probe() -> Any:
+            nonlocal ran
+            ran = True
+            return await fn(*args)
+
+        output = await DBOS.run_step_async(options, probe)
+        if not ran:
+            try:
+                self.recorded = RecordedRun(await asyncio.to_thread(internals.recorded_operations, self.run_id))
+            except Exception:  # the replay is only slower without it: DBOS answers each operation itself
+                log.warning("reading the record of run %s at once failed; DBOS replays it step by step",
+                            self.run_id, exc_info=True)
+        return output
+
+    async def _replay(self, recorded: RecordedRun, position: int, kind: str, name: str, options: StepOptions,
+                      fn: Callable[..., Coroutine[Any, Any, Any]], args: tuple[Any, ...]) -> Any:
+        """An operation of a recovered run: answered from its record, or run by DBOS at its step ID."""
+        reservation = DBOS.reserve_step()  # the step ID DBOS would give this operation
+        function_id = reservation.step_id
+        if function_id >= recorded.last:
+            self.recorded = None  # nothing is recorded past this ID: the next operations are new
+        recorded_name = recorded.name_at(function_id)
+        if recorded_name is not None:
+            if recorded_name != options["name"]:
+                raise _nondeterminism(position, recorded_name, kind, name)
+            output = recorded.answer(function_id)
+            if output is not NOT_ANSWERED:
+                return output
+        return await reservation.run_async(options, fn, *args)
 
     async def _dbos(self, position: int, kind: str, name: str, operation: Awaitable[Any]) -> Any:
         """A DBOS primitive (event, recv) inside an operation, with the same nondeterminism mapping."""
         try:
             return await operation
         except DBOSUnexpectedStepError as exc:
-            raise NonDeterminismError(position, describe_op(exc.inputs[3]), f"{kind} {name!r}") from None
+            raise _nondeterminism(position, exc.inputs[3], kind, name) from None
 
     async def step(self, call: StepCall) -> str:
-        async def run() -> RawJSON:
-            return RawJSON(await execute_step(call))
-
-        return envelope_text(await self._op(call.position, call.kind.value, call.name, run))
+        kind = call.kind.value
+        if self.recorded is None:  # the common path: one DBOS step, nothing else
+            try:
+                output = await DBOS.run_step_async(step_options(kind, call.name), _execute, call)
+            except DBOSUnexpectedStepError as exc:
+                raise _nondeterminism(call.position, exc.inputs[3], kind, call.name) from None
+        else:
+            output = await self._op(call.position, kind, call.name, _execute, call)
+        return output if type(output) is RawJSON else envelope_text(output)
 
     async def approval(self, request: ApprovalRequest) -> str:
         pos, name = request.position, request.name
@@ -141,8 +226,10 @@ class DBOSJournal(Journal):
                 assert _engine is not None, "the DBOS journal runs only in a perdure worker"
                 return await asyncio.to_thread(claim_timeout, _engine, self.run_id, request.approval_id)
 
-            message = await self._op(pos, "approval.expire", name, expire, retries_allowed=True, max_attempts=10,
-                                     interval_seconds=0.2)
+            message = await self._op(pos, "approval.expire", name, expire, options={
+                "name": op_name("approval.expire", name), "retries_allowed": True, "max_attempts": 10,
+                "interval_seconds": 0.2,
+            })
         envelope = timeout_envelope(request) if message is None else decision_envelope(
             request, Decision.model_validate(message)
         )

@@ -1,9 +1,9 @@
-"""The DBOS worker: ``DBOS.launch()`` configured for perdure, then recovery of a dead worker's runs.
+"""The DBOS worker: ``DBOS.launch()`` configured for perdure, as a DBOS executor of its own.
 
-DBOS's own recovery does the work: at launch it finds the runs this executor left PENDING (all workers
-of a database share DBOS's default executor id, ``local``) and re-enqueues them. Because every perdure run
-was enqueued on perdure's queue, they go back onto it (not onto DBOS's internal queue, polled once a
-second), and perdure's queue is polled every 50 ms. Runs left by a worker of another journal version
+Each worker process is its own DBOS executor and registers itself with a liveness lock (liveness.py):
+while it runs it checks for dead workers and puts their unfinished runs back on perdure's queue, which
+every worker polls every 50 ms -- so a run whose worker was SIGKILLed continues on a live worker within
+a fraction of a second, or on the next worker to start. Runs left by a worker of another journal version
 are not recovered; they are reported loudly instead of being left silently orphaned.
 """
 
@@ -19,14 +19,16 @@ import sqlalchemy as sa
 from dbos import DBOS, DBOSClient
 
 from .database import APP_NAME, APP_VERSION, DBOS_WORKFLOW, Database, prepare
+from .liveness import Watch
 from .serializer import SERIALIZER
 
 log = logging.getLogger("perdure.dbos")
 
 
-def _config(db: Database) -> Any:
+def _config(db: Database, executor_id: str) -> Any:
     config: dict[str, Any] = {
         "name": APP_NAME,
+        "executor_id": executor_id,
         "system_database_url": db.dbos_url,
         "application_version": APP_VERSION,
         "serializer": SERIALIZER,
@@ -61,6 +63,7 @@ def _warn_other_versions(db: Database, engine: Any) -> None:
 
 
 _engine: sa.Engine | None = None
+_watch: Watch | None = None
 
 
 def _not_cancellation_noise(record: logging.LogRecord) -> bool:
@@ -71,24 +74,37 @@ def _not_cancellation_noise(record: logging.LogRecord) -> bool:
 
 def launch(db: Database) -> None:
     """Configure and launch DBOS in this process (blocking). One DBOS per process: DBOS is a singleton."""
-    global _engine
+    global _engine, _watch
     from . import journal  # registers the generic DBOS workflow before launch
 
     _engine = db.create_engine(pool_size=4)
     prepare(db, _engine)
     journal.configure(_engine)
     _warn_other_versions(db, _engine)
-    DBOS(config=_config(db))
-    logging.getLogger("dbos").addFilter(_not_cancellation_noise)
-    DBOS.launch()
+    _watch = Watch(db, _engine)
+    _watch.register()  # alive (lock held, row written) before DBOS dequeues a run under this executor id
+    try:
+        DBOS(config=_config(db, _watch.executor_id))
+        logging.getLogger("dbos").addFilter(_not_cancellation_noise)
+        DBOS.launch()
+    except BaseException:
+        _watch.release()
+        raise
+    _watch.start()
 
 
 def shutdown() -> None:
-    """Stop DBOS. Runs in flight stay PENDING in the database: the next worker recovers them."""
-    global _engine
+    """Stop DBOS. Runs in flight stay PENDING in the database: a live worker (or the next to start)
+    recovers them once this worker's liveness lock is released, after DBOS stopped."""
+    global _engine, _watch
     from . import journal
 
+    if _watch is not None:
+        _watch.stop()
     DBOS.destroy(destroy_registry=False)
+    if _watch is not None:
+        _watch.release()
+        _watch = None
     journal.configure(None)
     if _engine is not None:
         _engine.dispose()
