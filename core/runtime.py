@@ -110,7 +110,10 @@ async def execute_attempt(call: StepCall, attempt: int) -> Attempt:
     s = get_step(call.name)
     token = _step.set(StepInfo(call.run_id, call.position, call.name, call.idempotency_key, attempt))
     try:
-        args, kwargs = s.codec.decode_args(call.args_json)
+        if call.local is None:
+            args, kwargs = s.codec.decode_args(call.args_json)
+        else:  # in-process arguments (RunContext.call_step(portable=...)), handed over as they are
+            args, kwargs = list(call.local[0]), call.local[1]
         value = await s.fn(*args, **kwargs) if s.is_async else await s.invoke(args, kwargs)
         output = s.codec.encode_result(value)
     except Exception as exc:  # CancelledError and other BaseExceptions propagate: they are not failures
@@ -167,15 +170,35 @@ class RunContext:
         if env.name != name or env.kind != kind:
             raise NonDeterminismError(position, f"{env.kind.value} {env.name!r}", f"{kind.value} {name!r}")
 
-    async def call_step(self, s: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], key: str | None = None) -> Any:
+    async def call_step(
+        self,
+        s: Step[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        key: str | None = None,
+        *,
+        portable: Callable[[], tuple[tuple[Any, ...], dict[str, Any]]] | None = None,
+    ) -> Any:
         """Record one call of step/tool ``s``. ``key`` replaces the position in the idempotency key
-        (integrations pass the framework's own call id, e.g. an LLM tool_call_id)."""
-        args_json = s.codec.encode_args(args, kwargs)
+        (integrations pass the framework's own call id, e.g. an LLM tool_call_id).
+
+        With ``portable``, ``args``/``kwargs`` are handed to the body as they are -- no JSON round trip --
+        when the engine runs it in this process (memory, DBOS, Restate), and ``portable()`` gives the
+        arguments to encode only if the engine sends the call to another process (a Temporal
+        activity); the body must accept both forms. For integrations whose arguments are large and only
+        needed to execute the call (an LLM request): perdure reads back a step's outcome, never its arguments.
+        """
+        if portable is None:
+            args_json: str | Callable[[], str] = s.codec.encode_args(args, kwargs)
+            local = None
+        else:
+            args_json = lambda: s.codec.encode_args(*portable())  # noqa: E731
+            local = (args, kwargs)
         pos = self._position
         self._position = pos + 1
         # "<run id>:<position>": the same on every retry and recovery of this call, unique in the run.
         idem = f"{self.run_id}:{key}" if key is not None else f"{self.run_id}:{pos}"
-        text = await self.journal.step(StepCall(self.run_id, pos, s.name, s.kind, args_json, idem))
+        text = await self.journal.step(StepCall(self.run_id, pos, s.name, s.kind, args_json, idem, local))
         try:
             raw = pydantic_core.from_json(text)
             done = raw["ok"] is True and raw["name"] == s.name and raw["kind"] == s.kind_value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,16 +101,56 @@ class Decision(_Model):
     digest: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
 class StepCall:
-    """Everything needed to execute one step anywhere (in the workflow's process or a remote activity)."""
+    """Everything needed to execute one step anywhere (in the workflow's process or a remote activity).
 
-    run_id: str
-    position: int
-    name: str
-    kind: StepKind
-    args_json: str
-    idempotency_key: str
+    ``args_json`` is the arguments as JSON. A call made with ``local`` arguments (an integration's large,
+    in-process-only values, see :meth:`perdure.core.runtime.RunContext.call_step`) carries a function in
+    its place that encodes portable arguments only when ``args_json`` is first read: an engine that sends
+    the call to another process (a Temporal activity) reads it, one that runs the body in the process
+    that made the call never does, and the body gets ``local`` as it is.
+    """
+
+    # A plain class, not a frozen dataclass: ``args_json`` is a property that caches what it encodes.
+    __slots__ = ("run_id", "position", "name", "kind", "idempotency_key", "local", "_args_json")
+
+    def __init__(
+        self,
+        run_id: str,
+        position: int,
+        name: str,
+        kind: StepKind,
+        args_json: str | Callable[[], str],
+        idempotency_key: str,
+        local: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.position = position
+        self.name = name
+        self.kind = kind
+        self.idempotency_key = idempotency_key
+        self.local = local
+        self._args_json = args_json
+
+    @property
+    def args_json(self) -> str:
+        text = self._args_json
+        if not isinstance(text, str):
+            text = self._args_json = text()
+        return text
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.run_id, self.position, self.name, self.kind, self.args_json, self.idempotency_key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StepCall) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash((self.run_id, self.position, self.name, self.idempotency_key))
+
+    def __repr__(self) -> str:
+        return (f"StepCall(run_id={self.run_id!r}, position={self.position!r}, name={self.name!r}, "
+                f"kind={self.kind!r}, args_json={self._args_json!r}, idempotency_key={self.idempotency_key!r})")
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,9 +39,10 @@ from openai.types.responses.response_reasoning_item import Summary  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
 import perdure  # noqa: E402
-from perdure.adapters.memory import engine_for  # noqa: E402
+from perdure.adapters.memory import MemoryBackend, engine_for  # noqa: E402
+from perdure.adapters.memory.engine import MemoryEngine, MemoryJournal  # noqa: E402
 from perdure.core.errors import ConfigurationError, NotInWorkflowError, PermanentError  # noqa: E402
-from perdure.core.types import RunStatus  # noqa: E402
+from perdure.core.types import RunStatus, StepCall  # noqa: E402
 from perdure.integrations.openai_agents import (  # noqa: E402
     DurableRunner,
     ScriptedModel,
@@ -253,6 +254,67 @@ def test_a_replay_that_pairs_a_tool_call_with_another_call_s_record_fails_loudly
     info = on_memory(body)
     assert info.status is RunStatus.FAILED
     assert info.error is not None and info.error.type == "NonDeterminismError", info.error
+
+
+class _ElsewhereJournal(MemoryJournal):
+    """Executes each step from its JSON alone, as an engine that sends the call to another process does
+    (a Temporal activity): the body never sees the workflow's in-process arguments."""
+
+    async def step(self, call: StepCall) -> str:
+        return await super().step(
+            StepCall(call.run_id, call.position, call.name, call.kind, call.args_json, call.idempotency_key)
+        )
+
+
+class _ElsewhereBackend(MemoryBackend):
+    engine_class = type("ElsewhereEngine", (MemoryEngine,), {"journal_class": _ElsewhereJournal})
+
+
+requests_seen: list[tuple[str, str]] = []
+
+
+class _RecordingModel(ScriptedModel):
+    """Notes what the real model was handed: the run's own tool objects, or stubs rebuilt from JSON."""
+
+    async def get_response(self, system_instructions: Any, input: Any, model_settings: Any, tools: Any,
+                           *args: Any, **kwargs: Any) -> ModelResponse:
+        requests_seen.append((type(tools[0].on_invoke_tool).__name__, type(model_settings).__name__))
+        return await super().get_response(system_instructions, input, model_settings, tools, *args, **kwargs)
+
+
+register_model("t.oai.recording", _RecordingModel(_fetcher))
+recorded_fetcher = Agent(name="fetcher", model="t.oai.recording", tools=[fetch])
+
+
+@perdure.workflow(name="t.oai.fetch_recorded")
+async def fetch_recorded() -> str:
+    result = await DurableRunner.run(recorded_fetcher, "fetch everything")
+    return str(result.final_output)
+
+
+def test_the_model_step_gets_the_request_in_memory_and_encoded_only_where_the_call_leaves_the_process() -> None:
+    async def run(backend: perdure.Backend) -> tuple[Any, list[Any]]:
+        worker = asyncio.create_task(backend.serve())
+        try:
+            client = perdure.Client(backend)
+            rid = await client.start(fetch_recorded)
+            return await client.result(rid, timeout=10), await client.steps(rid)
+        finally:
+            worker.cancel()
+
+    outcomes = []
+    for backend_cls in (MemoryBackend, _ElsewhereBackend):
+        requests_seen.clear()
+        gates.clear()
+        outcomes.append(asyncio.run(run(backend_cls(f"memory://oai-req-{uuid.uuid4().hex[:8]}"))))
+        outcomes[-1] += (list(requests_seen),)
+    (out, steps, seen), (out_elsewhere, steps_elsewhere, seen_elsewhere) = outcomes
+    # In the workflow's process: the SDK's own request objects (the run's tool copies), nothing encoded.
+    assert seen == [("DurableInvoker", "ModelSettings")] * 2
+    # Sent elsewhere: the request travelled as JSON and was rebuilt (tool stubs that cannot be invoked).
+    assert seen_elsewhere == [("function", "ModelSettings")] * 2
+    assert out == out_elsewhere == "<a> <b> <c>"
+    assert [(r.name, r.output) for r in steps] == [(r.name, r.output) for r in steps_elsewhere]
 
 
 flaky_budget: dict[str, int] = {}

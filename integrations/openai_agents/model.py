@@ -1,12 +1,13 @@
 """Model calls as perdure steps: :class:`DurableModel` (workflow side) and the step that calls the real model.
 
 The Agents SDK asks a :class:`agents.Model` for each turn's response. Inside a perdure workflow the agent's
-model is replaced by :class:`DurableModel`, which does not talk to any LLM: it serializes the request
-(instructions, input items, settings, tool and handoff schemas, output schema) and records one call of
-the step ``openai_agents.model``. That step -- possibly in another process, after a crash -- resolves
-the *real* model by its registered name and calls ``get_response``. The :class:`ModelResponse` is stored
-as JSON and restored exactly, so a replayed run sees the same responses as the first run and never
-calls the model again for a recorded turn.
+model is replaced by :class:`DurableModel`, which does not talk to any LLM: it records one call of the
+step ``openai_agents.model`` with the request (instructions, input items, settings, tool and handoff
+schemas, output schema). That step resolves the *real* model by its registered name and calls
+``get_response``. Where the engine runs the step in the workflow's process (memory, DBOS, Restate) the
+request is handed over as it is; only where it runs elsewhere (a Temporal activity) is it serialized and
+rebuilt there. The :class:`ModelResponse` is stored as JSON and restored exactly, so a replayed run sees
+the same responses as the first run and never calls the model again for a recorded turn.
 
 Models are found by name because a step body cannot close over Python objects: register the model (or
 a factory) under a name in every process with :func:`register_model`. An unregistered string name
@@ -18,20 +19,23 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import typing
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Annotated, Any, Union
 
 import pydantic_core
 from agents import Handoff, ModelSettings
 from agents.agent_output import AgentOutputSchemaBase
 from agents.exceptions import UserError
-from agents.items import ModelResponse, TResponseInputItem, TResponseStreamEvent
+from agents.items import ModelResponse, TResponseInputItem, TResponseOutputItem, TResponseStreamEvent
 from agents.models.interface import Model, ModelProvider, ModelTracing
 from agents.tool import FunctionTool, Tool
+from agents.usage import Usage
 from openai.types.responses.response_prompt_param import ResponsePromptParam
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 import perdure
+from perdure.core.context import current_run
 from perdure.core.errors import ConfigurationError, RegistrationError
 from perdure.core.retry import RetryPolicy
 
@@ -245,7 +249,8 @@ def encode_request(
     conversation_id: str | None,
     prompt: ResponsePromptParam | None,
 ) -> dict[str, Any]:
-    """The arguments of ``Model.get_response`` as plain JSON (the model step's recorded argument)."""
+    """The arguments of ``Model.get_response`` as plain JSON: the model step's argument where the engine
+    runs the step in another process (a Temporal activity)."""
     return {
         "system_instructions": system_instructions,
         "input": _input(input),
@@ -285,17 +290,50 @@ def dump_response(response: ModelResponse) -> dict[str, Any]:
     return data
 
 
+def _output_items_adapter() -> TypeAdapter[Any] | None:
+    """The response's output items, validated by their ``type`` tag: the SDK's annotation is a plain
+    union of ~30 item classes that pydantic tries one by one (most of :func:`load_response`'s time)."""
+    try:
+        (union, *_) = typing.get_args(TResponseOutputItem)
+        members = typing.get_args(union)
+        return TypeAdapter(list[Annotated[Union[members], Field(discriminator="type")]])  # type: ignore[valid-type]  # noqa: UP007
+    except Exception:  # another SDK version whose items are not tagged this way: the plain validator
+        return None
+
+
+_OUTPUT_ITEMS = _output_items_adapter()
+_USAGE = TypeAdapter(Usage)
+
+
 def load_response(data: dict[str, Any]) -> ModelResponse:
+    """The :class:`ModelResponse` that :func:`dump_response` wrote (an equal object)."""
+    if _OUTPUT_ITEMS is not None:
+        try:
+            return ModelResponse(**{
+                **data, "output": _OUTPUT_ITEMS.validate_python(data["output"]),
+                "usage": _USAGE.validate_python(data["usage"]),
+            })
+        except (ValidationError, KeyError, TypeError):
+            pass  # the plain validator decides, with its own error
     response: ModelResponse = _RESPONSE.validate_python(data)
     return response
 
 
 # --- the step -------------------------------------------------------------------------------------
+class LiveRequest(dict[str, Any]):
+    """The keyword arguments of ``Model.get_response`` as the SDK passed them: the model step's argument
+    when the engine runs the step in the workflow's process, where nothing needs encoding."""
+
+
 @perdure.step(name=MODEL_STEP, retry=MODEL_RETRY)
 async def model_step(model: str | None, request: dict[str, Any]) -> dict[str, Any]:
-    """One model call: resolve the real model by name, call it, return the response as JSON."""
+    """One model call: resolve the real model by name, call it, return the response as JSON.
+
+    ``request`` is a :class:`LiveRequest` in the workflow's process, or :func:`encode_request`'s JSON
+    where the engine sent the call to another process (a Temporal activity)."""
     real = resolve_model(model)
-    response = await real.get_response(**decode_request(request))
+    kwargs = request if isinstance(request, LiveRequest) else decode_request(request)
+    response = await real.get_response(**kwargs)
     return dump_response(response)
 
 
@@ -323,14 +361,23 @@ class DurableModel(Model):
         conversation_id: str | None,
         prompt: ResponsePromptParam | None,
     ) -> ModelResponse:
-        request = encode_request(
-            system_instructions, input, model_settings, tools, output_schema, handoffs,
+        request = LiveRequest(
+            system_instructions=system_instructions, input=input, model_settings=model_settings, tools=tools,
+            output_schema=output_schema, handoffs=handoffs,
             # The workflow disables tracing (it would export spans from deterministic code); the real
             # model gets the same setting so spans are not created half-way either.
-            ModelTracing.DISABLED, previous_response_id, conversation_id, prompt,
+            tracing=ModelTracing.DISABLED, previous_response_id=previous_response_id,
+            conversation_id=conversation_id, prompt=prompt,
         )
+        name = self.name
         try:
-            data: dict[str, Any] = await model_step(self.name, request)
+            run = current_run("a durable model call")
+            # The request (the whole conversation so far, every tool schema) goes to the step as it is and
+            # is encoded only if the engine runs the step in another process: journals record the
+            # response, not the request, so elsewhere encoding it was pure cost on every call.
+            data: dict[str, Any] = await run.call_step(
+                model_step, (name, request), {}, portable=lambda: ((name, encode_request(**request)), {})
+            )
         except BaseException as exc:
             if self.session is not None:
                 self.session.remember(exc)

@@ -25,7 +25,7 @@ import asyncio
 import dataclasses
 import weakref
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 from agents import Agent, Handoff, RunConfig, RunHooks, Runner
 from agents.exceptions import AgentsException
@@ -65,6 +65,8 @@ from .tools import DurableInvoker, encode_context, register_tool
 _HOSTED = (FileSearchTool, WebSearchTool, HostedMCPTool, CodeInterpreterTool, ImageGenerationTool, ToolSearchTool)
 # Tools whose effects happen in the worker but that the SDK runs through its own action machinery.
 _LOCAL = (ComputerTool, LocalShellTool, ShellTool, ApplyPatchTool, CustomTool, ProgrammaticToolCallingTool)
+
+T = TypeVar("T")
 
 
 class _Session:
@@ -111,7 +113,7 @@ class _Session:
                 f"agent {original.name!r} uses MCP servers, whose tool calls perdure cannot record yet; "
                 "use HostedMCPTool (runs at the provider) or wrap the calls in function tools"
             )
-        clone = original.clone()
+        clone = _copy(original)
         self.clones[id(original)] = clone
         self.originals.append(original)
         if isinstance(original.model, Model):
@@ -130,8 +132,10 @@ class _Session:
         if isinstance(tool, FunctionTool):
             step = register_tool(tool, self.tool_retry)
             invoker = DurableInvoker(tool, step, self)
+            copy = _copy(tool)
+            copy.on_invoke_tool = invoker
             # The timeout moves into the step: a timer racing a step in the workflow would diverge on replay.
-            copy = dataclasses.replace(tool, on_invoke_tool=invoker, timeout_seconds=None)
+            copy.timeout_seconds = None
             invoker.tool = copy
             return copy
         if isinstance(tool, _HOSTED):
@@ -170,8 +174,21 @@ class _Session:
         model = rc.model
         if isinstance(model, Model):
             model = DurableModel(self.model_name(model, "run_config:model"), self)
-        # Tracing off: spans would be exported from workflow code, once per replay.
-        return dataclasses.replace(rc, model=model, model_provider=DurableModelProvider(self), tracing_disabled=True)
+        copy = _copy(rc)
+        copy.model = model
+        copy.model_provider = DurableModelProvider(self)
+        copy.tracing_disabled = True  # spans would be exported from workflow code, once per replay
+        return copy
+
+
+def _copy(obj: T) -> T:
+    """A shallow copy of an SDK dataclass (agent, tool, run config) that does not run its constructor
+    again. ``Agent.clone()`` and ``dataclasses.replace`` re-validate every field and re-derive each
+    tool's strict JSON schema -- more work than the rest of a durable run's set-up -- for an object
+    whose fields were checked when the original was built; what the copy changes is set by the runner."""
+    copy: T = object.__new__(type(obj))
+    copy.__dict__.update(obj.__dict__)
+    return copy
 
 
 def register(agent: Agent[Any], *, tool_retry: RetryPolicy | None = None) -> Agent[Any]:

@@ -36,7 +36,7 @@ from agents.tool import (
 from agents.tool_context import ToolContext
 from pydantic import TypeAdapter
 
-from perdure.core.codec import to_jsonable
+from perdure.core.codec import adapter_for, to_jsonable
 from perdure.core.errors import NonDeterminismError, RegistrationError, StepFailedError
 from perdure.core.registry import Step, get_step
 from perdure.core.registry import tool as perdure_tool
@@ -118,7 +118,7 @@ def decode_context(data: dict[str, Any] | None) -> Any:
             cls = getattr(cls, part)
     except (ImportError, AttributeError):
         return data["value"]
-    return TypeAdapter(cls).validate_python(data["value"])
+    return adapter_for(cls).validate_python(data["value"])
 
 
 # --- tool outputs, recorded as the model will see them ----------------------------------------------
@@ -232,7 +232,10 @@ class DurableInvoker:
         key = key_for(run, call_id)
         position = run._position  # call_step takes this position before its first await
         try:
-            recorded = await run.call_step(self.step, (arguments, call_id, self.session.context_payload), {}, key=key)
+            args = (arguments, call_id, self.session.context_payload)
+            # These arguments are JSON data already (the model's argument text, the call id, the encoded
+            # context): a body in this process gets them as they are, which equals their JSON round trip.
+            recorded = await run.call_step(self.step, args, {}, key=key, portable=lambda: (args, {}))
         except StepFailedError as exc:
             if not self.formats_failures:
                 raise
