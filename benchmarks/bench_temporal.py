@@ -7,7 +7,9 @@ noisy neighbour or Temporal's own latency modes hit both sides alike. Each call 
 workflow (schedule to result, across workflow tasks). One run per step mode: ``steps=activity`` against
 raw activities, ``steps=local`` against raw local activities. The table shows medians, their ratio, and the ratio of the means: Temporal's
 dispatch latency is bimodal here (a workflow task reaches its worker in ~3 ms or ~35 ms), which both sides
-see alike, but a median of few calls can land on either mode -- keep ``--calls`` in the hundreds.
+see alike, but a median of few calls can land on either mode -- keep ``--calls`` in the hundreds, and
+under the profile's ``continue_as_new_after`` (500; test profile 100): a run that continues as new runs its
+raw calls, which are no perdure steps, again.
 
     python benchmarks/bench_temporal.py [--calls 200] [--profile production] [--recovery 10]
 

@@ -194,8 +194,8 @@ def markdown(results: dict[str, Any], plot_name: str | None, findings: str) -> s
     for title, header, rows in tables(results):
         parts += [f"## {title}", "", markdown_table(header, rows), ""]
         if title.startswith("4."):
-            parts += ["Test profile. — : not measured at that length (Temporal cannot build or replay such "
-                      "histories in the test profile, see Findings).", ""]
+            parts += ["Test profile (Temporal: a run continues as new every 500 operations, carrying its "
+                      "journal; see docs/temporal.md). — : not measured at that length.", ""]
             if plot_name:
                 parts += [f"![resume cost vs history length]({plot_name})", ""]
     parts += ["## How each number is measured", "", METHOD, "", "## Findings", "", findings.strip(), ""]

@@ -139,3 +139,26 @@ async def steps(n: int) -> int:
     for i in range(n):
         total += await noop(i)
     return total
+
+
+@perdure.step(name="tt.count")
+async def count(i: int) -> int:
+    await gate(f"count{i}")  # never armed: records that this call ran, and in which process
+    return i
+
+
+@perdure.workflow(name="tt.counted")
+async def counted(n: int) -> dict[str, Any]:
+    """``n`` counted steps, then ``b``: with a small ``continue_as_new_after`` the run continues as new
+    (several times) before ``b``, where a test kills its worker."""
+    seen = [await count(i) for i in range(n)]
+    return {"seen": seen, "b": await b("end"), "uuid": str(perdure.uuid4())}
+
+
+@perdure.workflow(name="tt.carried_then_wait")
+async def carried_then_wait() -> str:
+    """A step, then an approval. With ``continue_as_new_after=1`` the step is carried into the second
+    Temporal run; the ``changed`` variant calls another step there (nondeterminism at a carried position)."""
+    first = await (b("x") if VARIANT == "changed" else a("x"))
+    await perdure.approval("ship", {"first": first})
+    return first

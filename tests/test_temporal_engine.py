@@ -167,27 +167,55 @@ async def _every_kind(client: perdure.Client, run_id: str) -> tuple[Any, list[di
     return await client.result(run_id, timeout=PATIENCE), records(await client.steps(run_id)), waiting
 
 
-def test_every_kind_of_record_matches_the_reference_engine(server: TemporalDevServer, workers: Workers) -> None:
+async def _reference(run_id: str, start: Any) -> Any:
+    """What the memory engine (the executable contract) does with ``start(client)``."""
+    backend = MemoryBackend(f"memory://{run_id}")
+    task = asyncio.create_task(backend.serve())
+    try:
+        async with perdure.Client(backend) as client:
+            return await start(client)
+    finally:
+        task.cancel()
+
+
+@pytest.mark.parametrize("continued", [False, True], ids=["one-history", "continued-as-new"])
+def test_every_kind_of_record_matches_the_reference_engine(
+    server: TemporalDevServer, workers: Workers, continued: bool
+) -> None:
+    """With ``continue_as_new_after=2`` the run continues as new three times, so every kind of record
+    (and the tool's idempotency key, recorded time, uuid and random) is also read from a carried journal."""
     workers.start()
     run_id = rid("every")
+    url = server.url + ("&continue_as_new_after=2" if continued else "")
 
-    async def on(backend: perdure.Backend, serve: bool) -> tuple[Any, list[dict[str, Any]], perdure.RunInfo]:
-        task = asyncio.create_task(backend.serve()) if serve else None
-        try:
-            async with perdure.Client(backend) as client:
-                return await _every_kind(client, run_id)
-        finally:
-            if task is not None:
-                task.cancel()
+    async def on_temporal() -> tuple[Any, list[dict[str, Any]], perdure.RunInfo]:
+        async with perdure.Client(url) as client:
+            return await _every_kind(client, run_id)
 
-    ref = asyncio.run(on(MemoryBackend(f"memory://{run_id}"), serve=True))
-    got = asyncio.run(on(TemporalBackend(server.url), serve=False))
+    ref = asyncio.run(_reference(run_id, lambda client: _every_kind(client, run_id)))
+    got = asyncio.run(on_temporal())
     assert got[0] == ref[0]
     assert got[1] == ref[1]
     assert got[2].status is RunStatus.WAITING
     assert got[2].pending_approval.model_dump(exclude={"deadline"}) == ref[2].pending_approval.model_dump(exclude={"deadline"})
     kinds = [r["kind"] for r in got[1]]
     assert kinds == ["step", "tool", "step", "step", "sleep", "step", "approval"]
+    assert len(asyncio.run(temporal_runs(server, run_id))) == (4 if continued else 1)
+
+
+async def temporal_runs(server: TemporalDevServer, run_id: str) -> list[Any]:
+    """The started events of the Temporal runs of one perdure run, oldest first: followed from the latest
+    run back through ``continued_execution_run_id`` (histories are exact; visibility lags)."""
+    client = await TemporalBackend(server.url).client()
+    started, temporal_run = [], None
+    while True:
+        handle = client.get_workflow_handle(run_id, run_id=temporal_run)
+        first = await anext(aiter(handle.fetch_history_events()))
+        attrs = first.workflow_execution_started_event_attributes
+        started.append(first)
+        temporal_run = attrs.continued_execution_run_id or None
+        if temporal_run is None:
+            return started[::-1]
 
 
 # --- crashes ---------------------------------------------------------------------------------------
@@ -254,6 +282,129 @@ def test_local_steps_rerun_after_a_kill(server: TemporalDevServer, workers: Work
     assert output == "x>a>b"
     assert [s.name for s in steps] == ["tt.a", "tt.b"]
     assert len(app.arrivals(root, f"{run_id}:b")) == 2
+
+
+# --- continue-as-new ------------------------------------------------------------------------------
+def test_kill_after_continue_as_new_reruns_only_the_step_in_flight(
+    server: TemporalDevServer, workers: Workers, root: Path
+) -> None:
+    """7 counted steps with ``continue_as_new_after=3``: the run is in its third Temporal run when its
+    worker is killed inside ``b``. A new worker replays it from the carried journal: no counted step runs
+    again, ``steps()`` lists all 8 positions as the reference engine does, the status stays RUNNING."""
+    url = server.url + "&continue_as_new_after=3"
+    first = workers.start(url=url)
+    run_id = rid("continued")
+    app.arm(root, f"{run_id}:b")
+
+    async def main() -> tuple[Any, list[dict[str, Any]], perdure.RunInfo]:
+        async with perdure.Client(url) as client:
+            await client.start(app.counted, 7, run_id=run_id)
+            (pid, _), = await wait_arrivals(root, f"{run_id}:b")
+            assert pid == first.pid
+            workers.kill(pid)
+            during = await client.status(run_id)  # no worker alive, third Temporal run
+            app.release(root, f"{run_id}:b")
+            workers.start(url=url)
+            return await client.result(run_id, timeout=PATIENCE), records(await client.steps(run_id)), during
+
+    output, steps, during = asyncio.run(main())
+    assert output["seen"] == list(range(7)) and output["b"] == "end>b"
+    assert [s["position"] for s in steps] == list(range(8))
+    for i in range(7):  # recorded before the kill, in earlier Temporal runs: never again
+        assert len(app.arrivals(root, f"{run_id}:count{i}")) == 1
+    assert len(app.arrivals(root, f"{run_id}:b")) == 2  # the step in flight ran again
+    ref_output, ref_steps = asyncio.run(_reference(run_id, lambda client: _counted(client, run_id)))
+    assert output == ref_output  # uuid4 included: the run's random draws replay through the carried part
+    assert steps == ref_steps
+    runs = asyncio.run(temporal_runs(server, run_id))
+    assert len(runs) == 3  # positions 0-2, 3-5, 6-7
+    assert during.status is RunStatus.RUNNING
+    first_start = runs[0].event_time.seconds + runs[0].event_time.nanos / 1e9
+    assert abs(during.created_at - first_start) < 1e-3  # the perdure run's start, not the latest Temporal run's
+
+
+async def _counted(client: perdure.Client, run_id: str) -> tuple[Any, list[dict[str, Any]]]:
+    await client.start(app.counted, 7, run_id=run_id)
+    return await client.result(run_id, timeout=PATIENCE), records(await client.steps(run_id))
+
+
+def test_changed_code_at_a_carried_position_fails_with_nondeterminism(
+    server: TemporalDevServer, workers: Workers
+) -> None:
+    """Step 0 is carried into the second Temporal run, which waits for an approval; a worker on code that
+    calls another step at position 0 fails the run with perdure's NonDeterminismError."""
+    url = server.url + "&continue_as_new_after=1"
+    first = workers.start(url=url)
+    run_id = rid("carried-nondet")
+
+    async def main() -> perdure.RunInfo:
+        async with perdure.Client(url) as client:
+            await client.start(app.carried_then_wait, run_id=run_id)
+            await wait_for(client, run_id, lambda i: i.pending_approval is not None)
+            workers.kill(first.pid)
+            workers.start(variant="changed", url=url)  # its replay check fails the run
+            return await client.backend.wait(run_id, PATIENCE)
+
+    info = asyncio.run(main())
+    assert len(asyncio.run(temporal_runs(server, run_id))) == 2
+    assert info.status is RunStatus.FAILED
+    assert info.error is not None and info.error.type == "NonDeterminismError"
+
+
+def test_a_journal_too_large_to_carry_stays_in_one_history(
+    server: TemporalDevServer, workers: Workers, root: Path
+) -> None:
+    """``max_carry_bytes`` below any journal: the run never continues as new (it says why in the worker's
+    log) and completes in one Temporal run, as a run did before continue-as-new existed."""
+    url = server.url + "&continue_as_new_after=2&max_carry_bytes=1"
+    workers.start(url=url)
+    run_id = rid("too-large")
+
+    async def main() -> tuple[Any, list[perdure.StepRecord]]:
+        async with perdure.Client(url) as client:
+            await client.start(app.counted, 5, run_id=run_id)
+            return await client.result(run_id, timeout=PATIENCE), await client.steps(run_id)
+
+    output, steps = asyncio.run(main())
+    assert output["seen"] == list(range(5))
+    assert [s.name for s in steps] == ["tt.count"] * 5 + ["tt.b"]
+    assert len(asyncio.run(temporal_runs(server, run_id))) == 1
+    assert "cannot continue as new" in workers.logs()
+
+
+def test_temporal_suggestion_continues_runs_and_a_history_over_the_limit_fails_typed(root: Path) -> None:
+    """On a server whose history limits are tiny (40 events: continue-as-new suggested, 60: the limit),
+    a 30-step run with no step threshold continues as new when Temporal suggests it and succeeds; the same
+    run unable to carry its journal (``max_carry_bytes=1``) is ended by Temporal at the limit and reads
+    FAILED with ``HistoryLimitError`` -- never CANCELLED."""
+    from perdure.adapters.temporal.devserver import _port_open
+
+    port = next((p for p in PORTS if not _port_open(p)), None)
+    if port is None:
+        pytest.skip(f"no free port in {PORTS}")
+    limits = {"limit.historyCount.suggestContinueAsNew": "40", "limit.historyCount.warn": "50",
+              "limit.historyCount.error": "60"}
+    ds = TemporalDevServer(root / "limited", port=port, persistent=False, dynamic_config=limits)
+    ds.start()
+    workers = Workers(ds.url, root)
+    try:
+        workers.start(url=ds.url + "&continue_as_new_after=0")
+
+        async def main(options: str) -> tuple[perdure.RunInfo, int]:
+            async with perdure.Client(ds.url + options) as client:
+                run_id = await client.start(app.steps, 30)
+                info = await client.backend.wait(run_id, PATIENCE)
+                return info, len(await temporal_runs(ds, run_id))
+
+        info, runs = asyncio.run(main("&continue_as_new_after=0"))
+        assert (info.status, info.output) == (RunStatus.SUCCEEDED, sum(range(30)))
+        assert runs > 1
+        info, runs = asyncio.run(main("&continue_as_new_after=0&max_carry_bytes=1"))
+        assert info.status is RunStatus.FAILED and runs == 1
+        assert info.error is not None and info.error.type == "HistoryLimitError"
+    finally:
+        workers.kill_all()
+        ds.stop()
 
 
 # --- approvals -------------------------------------------------------------------------------------

@@ -23,6 +23,13 @@ from temporalio.api.history.v1 import (  # noqa: E402
 
 from perdure.adapters.temporal import PROFILES, TemporalBackend, TemporalDevServer, temporal_binary  # noqa: E402
 from perdure.adapters.temporal.activities import _attempt  # noqa: E402
+from perdure.adapters.temporal.continuation import (  # noqa: E402
+    DEFAULT_MAX_CARRY_BYTES,
+    CarriedJournal,
+    RunState,
+    carried_records,
+    continued_input,
+)
 from perdure.adapters.temporal.history import outcome  # noqa: E402
 from perdure.adapters.temporal.payloads import (  # noqa: E402
     FAILED_REASON,
@@ -58,9 +65,20 @@ def test_profile_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert TemporalBackend("temporal://127.0.0.1:7233?profile=production").settings.profile.name == "production"
 
 
+def test_continue_as_new_options_travel_with_the_runs_a_client_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(PROFILE_ENV, raising=False)
+    assert TemporalBackend("temporal://").settings.run_state() == RunState(
+        PROFILES["production"].continue_as_new_after, DEFAULT_MAX_CARRY_BYTES
+    )
+    s = TemporalBackend("temporal://h:1/ns?continue_as_new_after=0&max_carry_bytes=5000").settings
+    assert s.run_state() == RunState(0, 5000)
+
+
 @pytest.mark.parametrize(
     "url",
     [
+        "temporal://h:1/ns?continue_as_new_after=-1",
+        "temporal://h:1/ns?max_carry_bytes=lots",
         "temporal://h:1/ns?bogus=1",
         "temporal://h:1/ns?steps=remote",
         "temporal://h:1/ns?profile=fast",
@@ -78,7 +96,10 @@ def test_test_profile_only_shortens_waits() -> None:
     assert test.heartbeat_timeout < prod.heartbeat_timeout
     assert test.crash_retry_interval < prod.crash_retry_interval
     assert test.workflow_task_timeout <= prod.workflow_task_timeout
-    assert test.max_cached_workflows == 0 < prod.max_cached_workflows
+    assert test.sticky_timeout < prod.sticky_timeout
+    assert test.max_cached_workflows == prod.max_cached_workflows  # the cache is not a wait
+    # a resumed run's replay must fit in the shorter workflow task timeout: shorter Temporal runs
+    assert 0 < test.continue_as_new_after <= prod.continue_as_new_after
 
 
 def test_backend_is_found_by_scheme_and_has_a_dev_server(tmp_path: Path) -> None:
@@ -106,6 +127,39 @@ def test_raw_payloads_hold_the_exact_json_text() -> None:
     assert raw(text).payload.metadata["encoding"] == b"json/plain"
     assert pydantic_core.from_json(text_of(record_json(4, text))) == {"position": 4, "envelope": pydantic_core.from_json(text)}
     assert gate_id("r", "publish-2") == "perdure.decision/r/publish-2"
+
+
+# --- continue-as-new -----------------------------------------------------------------------------------
+ENV = '{{"name":"s","kind":"step","ok":true,"output":{i},"error":null,"attempts":1}}'
+
+
+def test_run_state_round_trip_and_legacy_runs() -> None:
+    first = RunState(3, 1000)
+    assert RunState.of(raw(first.to_json()), 99) == first
+    later = RunState(3, 1000, generation=2, created_at=12.5, decisions={"ship-4": {"approved": True}})
+    assert RunState.of(raw(later.to_json()), 99) == later
+    assert RunState.of(None, 7) == RunState(7)  # a run started before continue-as-new existed
+
+
+def test_carried_journal_grows_by_text_and_reads_back_by_position() -> None:
+    empty = CarriedJournal()
+    assert len(empty) == 0 and empty.approval_ids() == set()
+    one = CarriedJournal(empty.extended([ENV.format(i=0), ENV.format(i=1)]))
+    two = CarriedJournal(one.extended([ENV.format(i=2), '{"name":"ship","kind":"approval","ok":true,"output":{}}']))
+    assert two.text.startswith(one.text[:-1])  # the carried part is copied, not re-encoded
+    assert len(two) == 4 and pydantic_core.from_json(two.envelope(2)) == pydantic_core.from_json(ENV.format(i=2))
+    assert two.approval_ids() == {"ship-3"}
+    assert one.extended([]) is one.text
+
+
+def test_continued_input_size_and_carried_records() -> None:
+    journal = CarriedJournal().extended([ENV.format(i=i) for i in range(3)])
+    state = RunState(3, generation=1, created_at=1.0)
+    payloads, size = continued_input(raw('{"n":3}'), state, journal)
+    assert size == sum(len(p.payload.data) for p in payloads)
+    records = carried_records([p.payload for p in payloads])
+    assert [(r.position, r.name, r.output) for r in records] == [(0, "s", 0), (1, "s", 1), (2, "s", 2)]
+    assert carried_records([p.payload for p in payloads[:2]]) == []  # a first run carries nothing
 
 
 # --- attempts ----------------------------------------------------------------------------------------
@@ -143,6 +197,11 @@ def test_outcomes_from_close_events() -> None:
     cancelled = HistoryEvent(workflow_execution_terminated_event_attributes=WorkflowExecutionTerminatedEventAttributes(
         reason="perdure: cancelled"))
     assert outcome(cancelled) == (RunStatus.CANCELLED, None, None)
+
+    too_long = HistoryEvent(workflow_execution_terminated_event_attributes=WorkflowExecutionTerminatedEventAttributes(
+        reason="Workflow history count exceeds limit.", identity="history-service"))
+    status, _, err = outcome(too_long)
+    assert status is RunStatus.FAILED and err is not None and err.type == "HistoryLimitError"
 
 
 # --- the exit guard ----------------------------------------------------------------------------------

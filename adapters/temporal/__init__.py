@@ -2,6 +2,7 @@
 
 * :mod:`.settings` -- the URL, and the production and test timeout profiles (and why they differ);
 * :mod:`.workflow` -- the one generic workflow that runs every perdure workflow, and its ``Journal``;
+* :mod:`.continuation` -- continue-as-new: a long run spans several Temporal runs, carrying its journal;
 * :mod:`.activities` -- the one activity that runs every step and tool, with perdure's retry policy;
 * :mod:`.history` -- ``steps()`` and run outcomes read back from Temporal history;
 * :mod:`.backend` -- the client side (start, describe, decide, cancel, ...);

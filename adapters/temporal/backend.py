@@ -15,6 +15,12 @@ Client side, SEMANTICS.md onto Temporal's API:
 * cancel -- ``terminate``: perdure's cancel is immediate and must hold with no worker alive (a Temporal
   cancellation request waits for a worker to act on it). The run reads CANCELLED.
 
+A perdure run may span several Temporal runs of its workflow id (continue-as-new, see
+:mod:`.continuation`). Every call here addresses the workflow id without a Temporal run id, i.e. the
+latest Temporal run, which holds the whole journal (carried in its input, then its own events); the
+earlier ones (status ContinuedAsNew) are left out of listings, and a run's start time is its first
+Temporal run's (memo ``perdure.run``).
+
 The worker side is :mod:`.worker`.
 """
 
@@ -51,7 +57,7 @@ from ...core.errors import (
 from ...core.types import Decision, PendingApproval, RunInfo, RunStatus, StepRecord
 from .devserver import TemporalDevServer
 from .history import outcome, step_records
-from .payloads import DECISION_SIGNAL, GATE_WORKFLOW, MEMO_PENDING, gate_id, raw
+from .payloads import DECISION_SIGNAL, GATE_WORKFLOW, MEMO_PENDING, MEMO_RUN, gate_id, raw
 from .settings import TemporalSettings, parse_settings
 from .worker import TemporalWorker, worker_options
 
@@ -62,8 +68,7 @@ _CLOSED = {
     WorkflowExecutionStatus.CANCELED,
     WorkflowExecutionStatus.TERMINATED,
     WorkflowExecutionStatus.TIMED_OUT,
-    WorkflowExecutionStatus.CONTINUED_AS_NEW,
-}
+}  # (not CONTINUED_AS_NEW: that Temporal run ended, the perdure run goes on in the next)
 
 
 class TemporalBackend(Backend):
@@ -117,7 +122,7 @@ class TemporalBackend(Backend):
         try:
             await client.start_workflow(
                 workflow,
-                raw(args_json),
+                args=[raw(args_json), raw(self.settings.run_state().to_json())],
                 id=run_id,
                 task_queue=self.settings.task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
@@ -138,10 +143,12 @@ class TemporalBackend(Backend):
         return await self._info(handle, desc)
 
     async def _info(self, handle: WorkflowHandle[Any, Any], ex: WorkflowExecution) -> RunInfo:
+        memo = await ex.memo()
+        continued = memo.get(MEMO_RUN)  # set on the Temporal runs after the first
         base: dict[str, Any] = {
             "run_id": ex.id,
             "workflow": ex.workflow_type,
-            "created_at": ex.start_time.timestamp(),
+            "created_at": continued["created_at"] if continued else ex.start_time.timestamp(),
         }
         if ex.status in _CLOSED:
             async for close in handle.fetch_history_events(
@@ -149,13 +156,12 @@ class TemporalBackend(Backend):
             ):
                 status, output, error = outcome(close)
                 return RunInfo(status=status, output=output, error=error, **base)
-        memo = await ex.memo()
         pending = memo.get(MEMO_PENDING)
         if pending:
             pending = {k: v for k, v in pending.items() if k != "position"}
             return RunInfo(status=RunStatus.WAITING, pending_approval=PendingApproval(**pending), **base)
         # Started + first workflow task scheduled, nothing else: no worker has picked the run up yet.
-        status = RunStatus.PENDING if ex.history_length <= 2 else RunStatus.RUNNING
+        status = RunStatus.PENDING if ex.history_length <= 2 and not continued else RunStatus.RUNNING
         return RunInfo(status=status, **base)
 
     async def steps(self, run_id: str) -> list[StepRecord]:
@@ -170,17 +176,29 @@ class TemporalBackend(Backend):
         client = await self.client()
         runs = f"WorkflowType != '{GATE_WORKFLOW}'"
         # Visibility cannot ORDER BY here; it lists open runs newest-started first and closed runs by
-        # close time. A run closes after it starts, so closed runs can stop once one closed before the
-        # oldest start time among the ``limit`` newest found so far.
-        found = [ex async for ex in client.list_workflows(f"{runs} AND ExecutionStatus = 'Running'", limit=limit)]
-        async for ex in client.list_workflows(f"{runs} AND ExecutionStatus != 'Running'"):
-            if len(found) >= limit:
-                found.sort(key=lambda e: e.start_time, reverse=True)
-                del found[limit:]
-                if ex.close_time is not None and ex.close_time < found[-1].start_time:
-                    break
-            found.append(ex)
-        found.sort(key=lambda e: e.start_time, reverse=True)
+        # close time. A run's order key is its perdure start (its first Temporal run's), which is no
+        # later than its current Temporal run's start and earlier than its close: so each listing can stop
+        # at the first run that started (open) or closed before the oldest of the ``limit`` newest found
+        # so far. Temporal runs that continued as new are not runs of their own.
+        found: list[WorkflowExecution] = []
+        created: dict[str, float] = {}
+        seen: set[str] = set()  # a run that closed between the two listings is in both
+        for query, at in (
+            (f"{runs} AND ExecutionStatus = 'Running'", lambda e: e.start_time),
+            (f"{runs} AND ExecutionStatus != 'Running' AND ExecutionStatus != 'ContinuedAsNew'", lambda e: e.close_time),
+        ):
+            async for ex in client.list_workflows(query):
+                if len(found) >= limit:
+                    found.sort(key=lambda e: created[e.run_id], reverse=True)
+                    del found[limit:]
+                    when = at(ex)
+                    if when is not None and when.timestamp() < created[found[-1].run_id]:
+                        break
+                if ex.id not in seen:
+                    seen.add(ex.id)
+                    created[ex.run_id] = await _created(ex)
+                    found.append(ex)
+        found.sort(key=lambda e: created[e.run_id], reverse=True)
         return list(await asyncio.gather(*(self._info(client.get_workflow_handle(ex.id), ex) for ex in found[:limit])))
 
     async def wait(self, run_id: str, timeout: float | None = None) -> RunInfo:
@@ -197,12 +215,14 @@ class TemporalBackend(Backend):
 
     @staticmethod
     async def _closed(handle: WorkflowHandle[Any, Any]) -> None:
-        """Return once the run's close event exists (a server-side long poll, no busy polling)."""
+        """Return once the run's close event exists (a server-side long poll, no busy polling). The
+        handle has no Temporal run id: each poll follows the latest Temporal run of a continued run."""
         while True:
-            async for _ in handle.fetch_history_events(
+            async for event in handle.fetch_history_events(
                 wait_new_event=True, event_filter_type=WorkflowHistoryEventFilterType.CLOSE_EVENT
             ):
-                return
+                if event.event_type != EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
+                    return
 
     async def decide(self, run_id: str, approval_id: str, decision: Decision) -> None:
         client = await self.client()
@@ -259,5 +279,10 @@ _CLOSE_EVENTS = {
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT,
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED,
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED,
-    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
 }
+
+
+async def _created(ex: WorkflowExecution) -> float:
+    """When the perdure run started (its first Temporal run's start)."""
+    continued = (await ex.memo()).get(MEMO_RUN)
+    return float(continued["created_at"]) if continued else ex.start_time.timestamp()

@@ -2,7 +2,8 @@
 
 No worker is needed: every recorded outcome is in the history as perdure's own envelope JSON --
 activity results and local-activity markers for steps and tools (position = activity id), memo upserts
-(``perdure.record``) for sleeps and approvals. Operations still in flight show as the memory engine shows
+(``perdure.record``) for sleeps and approvals, and, in a run continued as new, the journal carried in
+its started event's input (every position before the Temporal run began, see :mod:`.continuation`). Operations still in flight show as the memory engine shows
 them: a scheduled activity is RUNNING, a started ``perdure.sleep@N`` timer or a pending approval memo is
 WAITING, all with ``attempts=0``; a closed run keeps only recorded outcomes. (A local activity leaves
 nothing in the history until it completes, so ``steps=local`` shows no RUNNING step, like engines that
@@ -20,6 +21,7 @@ from temporalio.api.history.v1 import HistoryEvent
 
 from ...core.errors import NonDeterminismError
 from ...core.types import Envelope, ErrorInfo, RunStatus, StepKind, StepRecord, StepStatus
+from .continuation import carried_records
 from .payloads import (
     FAILED_REASON,
     MEMO_PENDING,
@@ -32,6 +34,8 @@ from .payloads import (
 
 _LOCAL_ACTIVITY_MARKER = "core_local_activity"
 _TEMPORAL_NONDETERMINISM = "[TMPRL1100]"  # how Temporal's core SDK starts a nondeterminism failure
+_SERVER = "history-service"  # the identity of terminations the Temporal server makes itself
+HISTORY_LIMIT_ERROR = "HistoryLimitError"  # error type of a run Temporal ended for its history size/count
 
 
 def _json(payload: Payload) -> Any:
@@ -59,7 +63,11 @@ def step_records(events: Iterable[HistoryEvent], *, closed: bool) -> list[StepRe
 
     for ev in events:
         kind = ev.WhichOneof("attributes")
-        if kind == "activity_task_scheduled_event_attributes":
+        if kind == "workflow_execution_started_event_attributes":
+            for rec in carried_records(ev.workflow_execution_started_event_attributes.input.payloads):
+                records[rec.position] = rec
+                done.add(rec.position)
+        elif kind == "activity_task_scheduled_event_attributes":
             a = ev.activity_task_scheduled_event_attributes
             if a.activity_type.name != STEP_ACTIVITY:  # Temporal code of the user's own, not a perdure step
                 continue
@@ -122,9 +130,15 @@ def outcome(close: HistoryEvent) -> tuple[RunStatus, Any, ErrorInfo | None]:
     if kind == "workflow_execution_timed_out_event_attributes":
         return RunStatus.FAILED, None, ErrorInfo(type="TimeoutError", message="the Temporal workflow timed out")
     if kind == "workflow_execution_terminated_event_attributes":
-        reason = close.workflow_execution_terminated_event_attributes.reason
-        if reason.startswith(FAILED_REASON):  # perdure failed the run itself (a replay found changed code)
-            return RunStatus.FAILED, None, ErrorInfo.model_validate_json(reason[len(FAILED_REASON):])
+        term = close.workflow_execution_terminated_event_attributes
+        if term.reason.startswith(FAILED_REASON):  # perdure failed the run itself (a replay found changed code)
+            return RunStatus.FAILED, None, ErrorInfo.model_validate_json(term.reason[len(FAILED_REASON):])
+        if term.identity == _SERVER and "exceeds limit" in term.reason:
+            # Temporal ended a run whose history outgrew its limits: a failure, not a cancel (a run whose
+            # journal is too large to continue as new gets here; see continuation.py)
+            return RunStatus.FAILED, None, ErrorInfo(type=HISTORY_LIMIT_ERROR, message=f"Temporal: {term.reason} "
+                                                     "The run's journal was too large to continue as new "
+                                                     "(max_carry_bytes) and its history reached Temporal's limit.")
         return RunStatus.CANCELLED, None, None
     if kind == "workflow_execution_canceled_event_attributes":
         return RunStatus.CANCELLED, None, None

@@ -25,6 +25,7 @@ FAILED_REASON = "perdure.failed "  # termination reason of a run perdure failed 
 GATE_WORKFLOW = "perdure.decision"
 MEMO_PENDING = "perdure.pending"  # the approval a WAITING run waits for (readable with no worker alive)
 MEMO_RECORD = "perdure.record"  # outcome of a sleep or approval: {"position": n, "envelope": {...}}
+MEMO_RUN = "perdure.run"  # set on a continued Temporal run: {"created_at": first start, "generation": n}
 SLEEP_SUMMARY = "perdure.sleep@"  # timer summary prefix; the position follows
 
 

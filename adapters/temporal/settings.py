@@ -1,32 +1,47 @@
 """The ``temporal://`` URL and the timeouts perdure sets on Temporal (production and test profiles).
 
 ``temporal://host:port/namespace?task_queue=perdure&profile=production&steps=activity``
+(and, rarely needed, ``&continue_as_new_after=N&max_carry_bytes=B``: see :mod:`.continuation`)
 
 Why the two profiles differ: every timeout below is how long Temporal waits before it *believes* a
 worker is gone. In production a false belief is expensive (a slow but live step runs twice, a busy
 worker loses its cached workflows), so the waits are Temporal's own defaults or close to them. The
-conformance suite SIGKILLs workers dozens of times and must recover within 2 s, on a loaded 2-core CI
-machine, so the test profile shortens exactly the waits that stand between a kill and the next step:
+conformance suite SIGKILLs workers dozens of times, and a killed step should run again within 1 s on a
+loaded 2-core CI machine, so the test profile shortens exactly the waits that stand between a kill and
+the next step:
 
 * ``heartbeat_timeout`` -- a killed worker's in-flight step is noticed when its heartbeats stop
-  (production 30 s; test 1 s). Steps heartbeat automatically, four times per timeout (a step that ends
-  sooner sends none: Temporal times a silent attempt from its start).
+  (production 30 s; test 0.4 s). Steps heartbeat automatically, four times per timeout (a step that ends
+  sooner sends none: Temporal times a silent attempt from its start). The SDK forwards heartbeats to the
+  server at most every ``heartbeat_throttle`` (its default: 80 % of the timeout, which leaves a live
+  step only 20 % of the timeout for a late beat); the test profile sends them every 0.1 s, so a live
+  step survives a 0.3 s stall of its worker (the 1 s profile before survived 0.2 s).
 * ``crash_retry_interval`` -- Temporal's retry delay after a *timeout* (a dead worker). The delays
   between failed attempts of a step are perdure's own ``RetryPolicy`` (sent as ``next_retry_delay``),
-  so this only shapes crash recovery (production 1 s; test 0.05 s).
-* ``max_cached_workflows`` / ``sticky_timeout`` -- a worker caches the runs it executes, and Temporal
-  sends their next workflow task to that worker's own (sticky) queue first. When that worker is dead,
-  the server keeps choosing its sticky queue for seconds after its last poll, and each such task waits
-  ``sticky_timeout`` (at least 1 s in practice) before any worker may take it: a hidden stall after
-  every kill (measured: a durable sleep ended 1.3 s late on a new worker with a 0.5 s setting). Production keeps Temporal's defaults (cache 1000 runs, 10 s):
-  the cache saves a full history replay on every workflow task. The test profile caches nothing
-  (``max_cached_workflows=0``), so every task goes to the shared queue and recovery has no stall; each
-  workflow task then replays the run's history, which for test-sized runs costs a few milliseconds.
+  so this only shapes crash recovery (production 1 s; test 0.02 s).
+* ``max_cached_workflows`` / ``sticky_timeout`` -- a worker caches the runs it executes (1000), and
+  Temporal sends their next workflow task to that worker's own (sticky) queue first. When that worker is
+  dead, each such task waits ``sticky_timeout`` before it moves to the shared queue, once per run (the
+  server then forgets the dead worker's queue for that run). Production keeps Temporal's default, 10 s;
+  the test profile waits 0.2 s. Without the cache every workflow task would replay the run's whole
+  history: building a run of n activity steps would cost O(n^2) (300 steps took 68 s, with the cache 14 s).
+  A killed worker's *step* (an activity) is retried on the shared activity queue, sticky or not: only
+  the workflow task after it waits.
 * ``workflow_task_timeout`` -- a worker killed *while* running workflow code holds its task until this
-  expires (Temporal default 10 s, kept in production; test 2 s: with no cache every workflow task replays
-  the whole history, which must fit in it on a loaded machine).
+  expires (Temporal default 10 s, kept in production; test 0.5 s). With ``steps=local`` that is every
+  kill inside a step: a local activity runs inside its workflow task, so it runs again only when the task
+  times out. A task -- including the replay of a resumed run, bounded by continue-as-new -- must fit in
+  it; a task that does not is retried.
 * ``step_timeout`` -- the longest a single attempt of a step may run (start-to-close), the guard against
   a live step that hangs (production 1 h; test 5 min).
+* ``continue_as_new_after`` -- operations (steps, sleeps, approvals) per Temporal run before the run
+  continues as new, carrying its journal (see :mod:`.continuation`). It bounds what a worker replays
+  when it resumes a run (~0.7-1.4 ms per operation here), which must fit in the workflow task timeout
+  with room to spare on a loaded machine: production 500 (<= ~0.7 s of 10 s), test 100 (<= ~0.15 s of
+  0.5 s; measured with 500: a run killed 499 steps into a Temporal run took 3.6 s to resume under load,
+  its replay timing out). A run keeps the value it was started with. Temporal starts the next run of a
+  workflow id no sooner than 1 s after the previous one started (``history.workflowIdReuseMinimalInterval``),
+  so a Temporal run lasts at least a second.
 
 Server side, the dev server perdure starts also makes Temporal's timers fire on time (see
 ``devserver.DEV_DYNAMIC_CONFIG``); on a production cluster that is the operator's setting.
@@ -40,6 +55,7 @@ from typing import Literal
 from urllib.parse import parse_qs
 
 from ...core.errors import InvalidBackendURLError
+from .continuation import DEFAULT_MAX_CARRY_BYTES, RunState
 
 PROFILE_ENV = "PERDURE_TEMPORAL_PROFILE"
 DEFAULT_TASK_QUEUE = "perdure"
@@ -58,11 +74,13 @@ class Profile:
     sticky_timeout: float
     workflow_task_timeout: float
     step_timeout: float
+    continue_as_new_after: int
+    heartbeat_throttle: float | None = None  # None: the SDK's default (80 % of the heartbeat timeout)
 
 
 PROFILES: dict[str, Profile] = {
-    "production": Profile("production", 30.0, 1.0, 30.0, 1000, 10.0, 10.0, 3600.0),
-    "test": Profile("test", 1.0, 0.05, 0.5, 0, 1.0, 2.0, 300.0),
+    "production": Profile("production", 30.0, 1.0, 30.0, 1000, 10.0, 10.0, 3600.0, 500),
+    "test": Profile("test", 0.4, 0.02, 0.5, 1000, 0.2, 0.5, 300.0, 100, heartbeat_throttle=0.1),
 }
 
 
@@ -81,9 +99,16 @@ class TemporalSettings:
     task_queue: str
     profile: Profile
     steps: Literal["activity", "local"] = "activity"
+    continue_as_new_after: int | None = None  # None: the profile's
+    max_carry_bytes: int = DEFAULT_MAX_CARRY_BYTES
 
     def with_profile(self, name: str) -> TemporalSettings:
         return replace(self, profile=_profile(name))
+
+    def run_state(self) -> RunState:
+        """The continue-as-new policy of the runs this client starts (it travels with each run)."""
+        after = self.profile.continue_as_new_after if self.continue_as_new_after is None else self.continue_as_new_after
+        return RunState(continue_as_new_after=after, max_carry_bytes=self.max_carry_bytes)
 
 
 def _profile(name: str) -> Profile:
@@ -110,9 +135,12 @@ def parse_settings(url: str, host: str | None, port: int | None, path: str, quer
     steps = _one(query, "steps", "activity")
     if steps not in ("activity", "local"):
         raise InvalidBackendURLError(f"{url!r}: steps= must be 'activity' or 'local', got {steps!r}")
+    after = _count(url, query, "continue_as_new_after", None)
+    carry = _count(url, query, "max_carry_bytes", DEFAULT_MAX_CARRY_BYTES)
     if query:
         raise InvalidBackendURLError(
-            f"{url!r}: unknown option(s) {', '.join(sorted(query))}; known: task_queue, profile, steps"
+            f"{url!r}: unknown option(s) {', '.join(sorted(query))}; known: task_queue, profile, steps, "
+            "continue_as_new_after, max_carry_bytes"
         )
     if not task_queue:
         raise InvalidBackendURLError(f"{url!r}: task_queue= must not be empty")
@@ -122,4 +150,15 @@ def parse_settings(url: str, host: str | None, port: int | None, path: str, quer
         task_queue=task_queue,
         profile=_profile(profile),
         steps=steps,  # type: ignore[arg-type]
+        continue_as_new_after=after,
+        max_carry_bytes=carry if carry is not None else DEFAULT_MAX_CARRY_BYTES,
     )
+
+
+def _count(url: str, query: dict[str, list[str]], key: str, default: int | None) -> int | None:
+    if key not in query:
+        return default
+    text = _one(query, key, "")
+    if not text.isdigit():
+        raise InvalidBackendURLError(f"{url!r}: {key}= must be a whole number >= 0, got {text!r}")
+    return int(text)

@@ -17,8 +17,8 @@ polls, a starting worker replays the newest open runs of its task queue with Tem
   a ``perdure.wake`` signal, so a live worker replays it and Temporal fails it (``NondeterminismError`` is
   a workflow failure type here), reported as ``NonDeterminismError``.
 
-The same report path serves a live worker whose replay (after a cache eviction, or on every workflow task
-with the test profile's empty cache) finds perdure's journal broken.
+The same report path serves a live worker whose replay (after a cache eviction, or of a run it never
+cached) finds perdure's journal broken.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ _REPLAY_TASK_QUEUE = f"replay-{_REPLAY_BUILD_ID}"
 def worker_options(settings: TemporalSettings) -> dict[str, Any]:
     """The Temporal ``Worker`` options perdure uses (besides workflows and activities)."""
     p = settings.profile
-    return {
+    options: dict[str, Any] = {
         "task_queue": settings.task_queue,
         # Workflow code runs on Temporal's deterministic event loop, without its import sandbox: perdure
         # routes time, randomness and I/O through recorded steps already, the sandbox would re-import the
@@ -64,6 +64,9 @@ def worker_options(settings: TemporalSettings) -> dict[str, Any]:
         # instead of retrying the workflow task forever, as perdure's contract says.
         "workflow_failure_exception_types": [NondeterminismError],
     }
+    if p.heartbeat_throttle is not None:  # see settings.py: how often heartbeats reach the server
+        options["max_heartbeat_throttle_interval"] = timedelta(seconds=p.heartbeat_throttle)
+    return options
 
 
 class TemporalWorker:

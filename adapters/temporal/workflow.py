@@ -13,6 +13,8 @@ SEMANTICS.md onto Temporal:
   worker alive; a decision sent while no worker runs is a signal in the history, delivered on replay;
 * a durable sleep is a Temporal timer; sleep and approval outcomes are written to the memo key
   ``perdure.record`` so the history alone rebuilds ``steps()``;
+* a long run continues as new every ``continue_as_new_after`` operations, carrying its journal into the
+  next Temporal run of the same workflow id (see :mod:`.continuation`);
 * any exception escaping user workflow code fails the run with the original type name (an
   ``ApplicationError``), as on the memory engine -- except perdure's ``NonDeterminismError`` found while
   Temporal *replays*: the worker ends that run FAILED itself, with perdure's message (``worker.py``).
@@ -25,8 +27,9 @@ Workflow code runs with Temporal's deterministic event loop but without its impo
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import pydantic_core
@@ -37,11 +40,13 @@ from temporalio.exceptions import ApplicationError
 from ...core.errors import NonDeterminismError
 from ...core.runtime import Journal, decision_envelope, run_workflow, sleep_envelope, timeout_envelope
 from ...core.types import ApprovalRequest, Decision, ErrorInfo, StepCall
+from .continuation import JOURNAL_PAYLOAD, CarriedJournal, RunState, continued_input, first_start
 from .payloads import (
     DECISION_SIGNAL,
     GATE_WORKFLOW,
     MEMO_PENDING,
     MEMO_RECORD,
+    MEMO_RUN,
     SLEEP_SUMMARY,
     STEP_ACTIVITY,
     WAKE_SIGNAL,
@@ -54,6 +59,12 @@ from .settings import PROFILES, TemporalSettings
 
 # Steps that are always local activities: a clock read is microseconds of work with no side effect.
 ALWAYS_LOCAL = frozenset({"perdure.now"})
+# Runs whose history has this patch marker may continue as new; histories written before continue-as-new
+# existed have none and replay as they ran (Temporal's own versioning of a workflow change).
+CONTINUE_AS_NEW_PATCH = "perdure.continue-as-new"
+# The policy of runs started without a RunState (by a client older than continue-as-new): only when
+# Temporal suggests it. A constant: runs must replay the same way on every worker.
+LEGACY_CONTINUE_AS_NEW_AFTER = 0
 
 
 @dataclass(frozen=True)
@@ -115,18 +126,81 @@ def _context() -> WorkerContext:
 
 
 class TemporalJournal(Journal):
-    """perdure's three durable primitives as Temporal commands.
+    """perdure's three durable primitives as Temporal commands, over the journal carried into this
+    Temporal run (see :mod:`.continuation`).
 
     Temporal replays workflow code against the history itself, so unlike the memory engine this journal
-    never looks anything up: on replay each command is matched to its recorded event and returns the
-    recorded result (the envelope), and ``RunContext`` checks names and kinds.
+    looks nothing up in Temporal: on replay each command is matched to its recorded event and returns the
+    recorded result (the envelope), and ``RunContext`` checks names and kinds. Positions carried from
+    earlier Temporal runs of the same perdure run return their envelope from the carried journal.
+
+    Continuing as new: at the first *new* position once the policy says so (the *cut*), that operation
+    and any later one wait; when every position before the cut has its outcome, ``drained`` is true and
+    :class:`PerdureWorkflow` continues as new. If the carried input would not fit Temporal's payload
+    limit, the cut is lifted for good (``stay``) and the waiting operations go on in this Temporal run.
     """
 
-    def __init__(self, instance: PerdureWorkflow) -> None:
+    def __init__(self, instance: PerdureWorkflow, state: RunState, carried: CarriedJournal, *, can: bool) -> None:
         self.instance = instance
         self.options = _context().steps
+        self.state = state
+        self.carried = carried
+        self.base = len(carried)  # the first position recorded in this Temporal run
+        self.recorded: dict[int, str] = {}  # position -> envelope, this Temporal run's outcomes
+        self.approvals: set[str] = set()  # ids of the approvals decided (or timed out) in this run
+        self.cut: int | None = None
+        self.stay = not can  # True: this Temporal run holds the rest of the perdure run
 
+    # --- continue-as-new ------------------------------------------------------------------------------
+    def _due(self, position: int) -> bool:
+        done = position - self.base  # operations this Temporal run started: at least one, so runs progress
+        if done < 1:
+            return False
+        after = self.state.continue_as_new_after
+        return (after > 0 and done >= after) or workflow.info().is_continue_as_new_suggested()
+
+    async def _admit(self, position: int) -> None:
+        """Called before a new operation is issued: hold it while the run is being continued as new."""
+        if self.cut is None and not self.stay and self._due(position):
+            self.cut = position
+        if self.cut is not None and position >= self.cut:
+            await workflow.wait_condition(lambda: self.cut is None)
+
+    @property
+    def drained(self) -> bool:
+        """Every position before the cut has its outcome: the run can continue as new now."""
+        return self.cut is not None and len(self.recorded) == self.cut - self.base
+
+    def continuation(self, args: RawValue, decisions: dict[str, Decision]) -> tuple[list[RawValue], float] | None:
+        """The next Temporal run's input and the perdure run's start time, or None if the input would not
+        fit ``max_carry_bytes`` (then the cut is lifted and the run stays in this Temporal run for good)."""
+        assert self.cut is not None
+        journal = self.carried.extended([self.recorded[p] for p in range(self.base, self.cut)])
+        consumed = self.approvals | self.carried.approval_ids()
+        created = first_start(self.state, workflow.info().workflow_start_time.timestamp())
+        state = replace(
+            self.state,
+            generation=self.state.generation + 1,
+            created_at=created,
+            decisions={k: d.model_dump(mode="json") for k, d in decisions.items() if k not in consumed},
+        )
+        payloads, size = continued_input(args, state, journal)
+        if size <= self.state.max_carry_bytes:
+            return payloads, created
+        workflow.logger.warning(
+            "perdure: run %s cannot continue as new: its journal of %d positions needs %d bytes, over the "
+            "%d-byte limit (max_carry_bytes); it goes on in one Temporal history, whose limits now apply",
+            workflow.info().workflow_id, self.cut, size, self.state.max_carry_bytes,
+        )
+        self.stay, self.cut = True, None
+        return None
+
+    # --- the primitives -------------------------------------------------------------------------------
     async def step(self, call: StepCall) -> str:
+        position = call.position
+        if position < self.base:
+            return self.carried.envelope(position)
+        await self._admit(position)
         opts = self.options
         if opts.local or call.name in ALWAYS_LOCAL:
             # No UI summary here: it would be encoded into every marker, and local steps are the cheap
@@ -134,7 +208,7 @@ class TemporalJournal(Journal):
             result = await workflow.execute_local_activity(
                 STEP_ACTIVITY,
                 encode_call(call),
-                activity_id=str(call.position),
+                activity_id=str(position),
                 start_to_close_timeout=opts.start_to_close,
                 retry_policy=opts.retry,
                 result_type=RawValue,
@@ -143,16 +217,20 @@ class TemporalJournal(Journal):
             result = await workflow.execute_activity(
                 STEP_ACTIVITY,
                 encode_call(call),
-                activity_id=str(call.position),
+                activity_id=str(position),
                 start_to_close_timeout=opts.start_to_close,
                 heartbeat_timeout=opts.heartbeat,
                 retry_policy=opts.retry,
                 result_type=RawValue,
-                summary=f"{call.kind.value} {call.name} @{call.position}",  # what the Temporal UI shows
+                summary=f"{call.kind.value} {call.name} @{position}",  # what the Temporal UI shows
             )
-        return text_of(result)
+        envelope = self.recorded[position] = text_of(result)
+        return envelope
 
     async def approval(self, request: ApprovalRequest) -> str:
+        if request.position < self.base:
+            return self.carried.envelope(request.position)
+        await self._admit(request.position)
         deadline = None if request.timeout is None else workflow.now().timestamp() + request.timeout
         pending = request.pending(deadline).model_dump(mode="json")
         pending["position"] = request.position
@@ -168,13 +246,19 @@ class TemporalJournal(Journal):
         except TimeoutError:
             envelope = timeout_envelope(request)
         workflow.upsert_memo({MEMO_PENDING: None, MEMO_RECORD: record_json(request.position, envelope)})
+        self.approvals.add(request.approval_id)
+        self.recorded[request.position] = envelope
         return envelope
 
     async def sleep(self, position: int, seconds: float) -> str:
+        if position < self.base:
+            return self.carried.envelope(position)
+        await self._admit(position)
         if seconds > 0:  # Temporal has no zero-length timer; a zero sleep only records its outcome
             await workflow.sleep(seconds, summary=f"{SLEEP_SUMMARY}{position}")
         envelope = sleep_envelope(seconds)
         workflow.upsert_memo({MEMO_RECORD: record_json(position, envelope)})
+        self.recorded[position] = envelope
         return envelope
 
 
@@ -194,10 +278,31 @@ class PerdureWorkflow:
 
     @workflow.run
     async def run(self, args: Sequence[RawValue]) -> RawValue:
+        args_raw = args[0] if args else raw("{}")
+        state = RunState.of(args[1] if len(args) > 1 else None, LEGACY_CONTINUE_AS_NEW_AFTER)
+        carried = CarriedJournal(args[JOURNAL_PAYLOAD].payload.data if len(args) > JOURNAL_PAYLOAD else b"[]")
+        for approval_id, decision in state.decisions.items():  # received by an earlier Temporal run
+            self.decisions.setdefault(approval_id, Decision.model_validate(decision))
+        journal = TemporalJournal(self, state, carried, can=workflow.patched(CONTINUE_AS_NEW_PATCH))
+        # The workflow function runs as a task, so that continuing as new happens here, outside user code:
+        # the task stays parked at the cut and is dropped with this Temporal run (no exception of
+        # Temporal's passes through user code, which might catch it or run durable code in `finally`).
+        task = asyncio.create_task(self._execute(journal, text_of(args_raw)))
+        while True:
+            await workflow.wait_condition(lambda: task.done() or journal.drained)
+            if task.done():
+                return await task
+            continued = journal.continuation(args_raw, self.decisions)
+            if continued is not None:
+                payloads, created = continued
+                workflow.continue_as_new(
+                    args=payloads, memo={MEMO_RUN: {"created_at": created, "generation": journal.state.generation + 1}}
+                )
+
+    async def _execute(self, journal: TemporalJournal, args_json: str) -> RawValue:
         info = workflow.info()
-        args_json = text_of(args[0]) if args else "{}"
         try:
-            output = await run_workflow(TemporalJournal(self), info.workflow_id, info.workflow_type, args_json)
+            output = await run_workflow(journal, info.workflow_id, info.workflow_type, args_json)
         except ApplicationError:
             raise
         except NonDeterminismError as exc:
