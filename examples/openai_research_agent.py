@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import hashlib
 import importlib.util
 import json
@@ -190,7 +191,7 @@ async def demo(url: str, workdir: Path, topic: str) -> dict[str, Any]:
             print(f"\nrun is WAITING for approval {pending.approval_id}: {json.dumps(pending.payload)[:200]}")
             print(f"approving, as `perdure approve {run_id} {pending.approval_id} --by reviewer` would")
             await client.approve(run_id, pending.approval_id, by="reviewer", digest=pending.digest)
-            await until(lambda aid=pending.approval_id: _not_waiting(client, run_id, aid), "the decision to arrive")
+            await until(functools.partial(_not_waiting, client, run_id, pending.approval_id), "the decision to arrive")
         result = await client.result(run_id, timeout=120)
         records = await client.steps(run_id)
     finally:

@@ -8,7 +8,12 @@ bash "$ROOT/scripts/setup.sh" --engines
 cd "$ROOT"
 export PERDURE_REQUIRE_POSTGRES=1   # the dbos+postgresql tests fail, never skip, without PostgreSQL
 .venv/bin/ruff check .
-.venv/bin/mypy .
+# mypy names a package after its folder, and a checkout's folder may have any name (perdure-main,
+# ci-clone): check the repo through a link named perdure, as it is imported.
+MYPY_DIR=$(mktemp -d)
+ln -s "$ROOT" "$MYPY_DIR/perdure"
+(cd "$MYPY_DIR" && "$ROOT/.venv/bin/mypy" --config-file "$ROOT/pyproject.toml" perdure)
+rm -rf "$MYPY_DIR"
 set +e
 .venv/bin/python -m pytest tests -ra "$@"
 rc=$?

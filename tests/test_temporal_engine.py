@@ -1,9 +1,10 @@
 """perdure on Temporal with a real Temporal server and real worker processes, SIGKILLed for real.
 
 The server is the Temporal CLI dev server started by perdure's own ``TemporalDevServer`` (loopback, ports
-17260-17279). Workers are ``python -m perdure worker URL --app temporal_app`` processes; step bodies pass
+17300-17319). Workers are ``python -m perdure worker URL --app temporal_app`` processes; step bodies pass
 gate files (tests/temporal_app.py) so a test can hold a worker inside a step and SIGKILL it there.
-Timings are printed (``-s``), never asserted.
+Runs that span several Temporal runs (continue-as-new) are made with a small ``continue_as_new_after`` in
+the client's URL. Timings are printed (``-s``), never asserted.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ import temporal_app as app  # noqa: E402
 
 pytestmark = pytest.mark.engine("temporal")
 PATIENCE = 60.0
-PORTS = range(17260, 17280)
+PORTS = range(17300, 17320)
 
 
 @pytest.fixture(scope="session", autouse=True)
