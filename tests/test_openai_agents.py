@@ -216,10 +216,14 @@ register_model("t.oai.fetcher", ScriptedModel(_fetcher))
 fetcher = Agent(name="fetcher", model="t.oai.fetcher", tools=[fetch])
 
 
+async def _fetch_with(agent: Agent[Any]) -> str:
+    result = await DurableRunner.run(agent, "fetch everything")
+    return str(result.final_output)
+
+
 @perdure.workflow(name="t.oai.fetch")
 async def fetch_all() -> str:
-    result = await DurableRunner.run(fetcher, "fetch everything")
-    return str(result.final_output)
+    return await _fetch_with(fetcher)
 
 
 def test_parallel_tool_calls_replay_in_the_order_the_model_listed_them() -> None:
@@ -288,8 +292,7 @@ recorded_fetcher = Agent(name="fetcher", model="t.oai.recording", tools=[fetch])
 
 @perdure.workflow(name="t.oai.fetch_recorded")
 async def fetch_recorded() -> str:
-    result = await DurableRunner.run(recorded_fetcher, "fetch everything")
-    return str(result.final_output)
+    return await _fetch_with(recorded_fetcher)
 
 
 def test_the_model_step_gets_the_request_in_memory_and_encoded_only_where_the_call_leaves_the_process() -> None:
