@@ -37,6 +37,9 @@ from perdure.adapters.dbos import worker
 from perdure.adapters.dbos.backend import DBOSBackend
 from perdure.adapters.dbos.devserver import PostgresDevServer, SQLiteDevServer
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stats import paired_ratio_ci  # noqa: E402
+
 # --- the two contenders: the same trivial body --------------------------------------------------------
 
 
@@ -107,6 +110,7 @@ async def measure(url: str, steps: int, rounds: int) -> dict[str, Any]:
         "raw_ms": raw_ms,
         "perdure_ms": ours_ms,
         "ratio": ours_ms / raw_ms,
+        "ci": paired_ratio_ci(ours, raw),  # the i-th perdure step ran next to the i-th raw one
         "mean_ratio": statistics.fmean(ours) / statistics.fmean(raw),
         # The 10th percentile is the least disturbed by other processes on a shared machine.
         "p10_ratio": statistics.quantiles(ours, n=10)[0] / statistics.quantiles(raw, n=10)[0],
@@ -213,10 +217,12 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
             shutil.rmtree(workdir, ignore_errors=True)
     print(f"\nmedian per-step time, {args.rounds} runs x {args.steps} interleaved pairs (same run, same DBOS)")
-    print(f"{'engine':<12}{'raw @DBOS.step':>16}{'perdure step':>15}{'ratio':>8}{'mean ratio':>12}{'p10 ratio':>11}")
+    print(f"{'engine':<12}{'raw @DBOS.step':>16}{'perdure step':>15}{'ratio':>8}{'95% interval':>15}"
+          f"{'mean ratio':>12}{'p10 ratio':>11}")
     for engine, r in results.items():
+        lo, hi = r["ci"]
         print(f"{engine:<12}{r['raw_ms']:>13.3f} ms{r['perdure_ms']:>12.3f} ms{r['ratio']:>8.3f}"
-              f"{r['mean_ratio']:>12.3f}{r['p10_ratio']:>11.3f}")
+              f"{f'{lo:.3f}-{hi:.3f}':>15}{r['mean_ratio']:>12.3f}{r['p10_ratio']:>11.3f}")
     if recovery:
         print(f"\nrecovery after SIGKILL inside a step, median of {args.recovery} (goal <= 2 s from process start, "
               "standby <= 1 s from the kill)")

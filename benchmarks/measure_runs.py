@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from engines import Deployment, wait_marks
+from stats import median_ci
 
 
 def med(xs: list[float]) -> float:
@@ -37,10 +38,11 @@ async def agent_turn(dep: Deployment, turns: int, rounds: int) -> dict[str, Any]
         for name, xs in times.items():
             per_round.setdefault(name, []).append(med(xs))
     await dep.kill_all()
-    ratios = {f"perdure/{name}": med([p / x for p, x in zip(per_round["perdure"], xs, strict=True)])
-              for name, xs in per_round.items() if name != "perdure"}  # per run, then the median
-    return {"turn_s": {name: med(xs) for name, xs in per_round.items()}, "ratios": ratios, "rounds": per_round,
-            "turns": turns}
+    per_run = {f"perdure/{name}": [p / x for p, x in zip(per_round["perdure"], xs, strict=True)]
+               for name, xs in per_round.items() if name != "perdure"}  # per run, then the median
+    return {"turn_s": {name: med(xs) for name, xs in per_round.items()},
+            "ratios": {name: med(rs) for name, rs in per_run.items()},
+            "ratio_ci": {name: median_ci(rs) for name, rs in per_run.items()}, "rounds": per_round, "turns": turns}
 
 
 # --- 3./4. recovery and resume ----------------------------------------------------------------------------

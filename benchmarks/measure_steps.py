@@ -14,6 +14,7 @@ import statistics
 from typing import Any
 
 from engines import Deployment
+from stats import paired_ratio_ci
 
 
 def comparison(raw: str, raw_s: float, perdure: str, perdure_s: float, **extra: Any) -> dict[str, Any]:
@@ -39,7 +40,7 @@ async def dbos_steps(dep: Deployment, steps: int, rounds: int) -> dict[str, Any]
 
     r = await bench_dbos.measure(dep.url, steps, rounds)
     return {"comparisons": [comparison("@DBOS.step", r["raw_ms"] / 1e3, "perdure step", r["perdure_ms"] / 1e3,
-                                       mean_ratio=r["mean_ratio"], n=r["n"])]}
+                                       mean_ratio=r["mean_ratio"], n=r["n"], ci=r["ci"])]}
 
 
 async def temporal_steps(dep: Deployment, calls: int, rounds: int) -> dict[str, Any]:
@@ -79,7 +80,8 @@ async def restate_steps(dep: Deployment, steps: int, rounds: int) -> dict[str, A
     await dep.kill_all()
     ours, raw = result["perdure"], result["raw"]
     return {"comparisons": [comparison("ctx.run", statistics.median(raw), "perdure step", statistics.median(ours),
-                                       mean_ratio=statistics.fmean(ours) / statistics.fmean(raw), n=len(ours))]}
+                                       mean_ratio=statistics.fmean(ours) / statistics.fmean(raw), n=len(ours),
+                                       ci=paired_ratio_ci(ours, raw))]}
 
 
 async def step_overhead(dep: Deployment, steps: int, rounds: int) -> dict[str, Any]:

@@ -31,6 +31,10 @@ def _ok(met: bool | None) -> str:
     return "—" if met is None else ("yes" if met else "**no**")
 
 
+def _interval(ci: list[float] | tuple[float, float] | None) -> str:
+    return "—" if not ci else f"{ci[0]:.3f}–{ci[1]:.3f}"
+
+
 def _family(results: dict[str, Any], family: str) -> list[tuple[str, dict[str, Any]]]:
     out = []
     for engine, families in results["engines"].items():
@@ -58,9 +62,10 @@ def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
             extra = f" (+{c['overhead_us']:.1f} µs)" if "overhead_us" in c else ""
             ratio = f"{c['ratio']:.3f}" if c["ratio"] < 10 else f"{c['ratio']:.0f}"
             rows.append([engine, c["raw"], _ms(c["raw_ms"]), c["perdure"], _ms(c["perdure_ms"]) + extra, ratio,
-                         _ok(goal)])
+                         _interval(c.get("ci")), _ok(goal)])
     out.append(("1. Per-step overhead (median ms per step; goal: perdure / raw ≤ 1.05)",
-                ["engine", "raw SDK", "raw ms", "perdure", "perdure ms", "ratio", "goal met"], rows + errors))
+                ["engine", "raw SDK", "raw ms", "perdure", "perdure ms", "ratio", "95 % interval", "goal met"],
+                rows + errors))
 
     rows = []
     errors, good = _error_rows(_family(results, "agent"), 7)
@@ -71,11 +76,12 @@ def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
         own = ratios.get("perdure/native")
         rows.append([engine, _ms(t["plain"]), _ms(t["perdure"]), f"{ratios['perdure/plain']:.2f}",
                      (f"{_ms(native)} ({RUNNERS[r['native']]})" if native else "not available"),
-                     f"{own:.2f}" if own else "—", _ok(own <= 1.0 if own else None)])
+                     f"{own:.3f}" if own else "—", _interval((r.get("ratio_ci") or {}).get("perdure/native")),
+                     _ok(own <= 1.0 if own else None)])
     out.append(("2. Agent turn: model call → tool call → model call, scripted model (median ms per turn; "
                 "ratios are medians of per-run ratios)",
                 ["engine", "Runner.run (not durable)", "perdure DurableRunner", "perdure / plain",
-                 "engine's own runner", "perdure / own", "never slower than own"], rows + errors))
+                 "engine's own runner", "perdure / own", "95 % interval", "never slower than own"], rows + errors))
 
     rows = []
     errors, good = _error_rows(_family(results, "recovery"), 7)

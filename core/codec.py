@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
+import types
 import typing
 from collections.abc import Callable
 from functools import lru_cache
@@ -27,6 +28,38 @@ DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576
 # keeps the environment lookup off the hot path of small step arguments and results.
 MIN_MAX_PAYLOAD_BYTES = 1024
 _ANY_ADAPTER: TypeAdapter[Any] = TypeAdapter(Any)
+
+# JSON scalars whose round trip through the codec gives back an equal value of the same type, and the most
+# characters one of them takes encoded (a str: 6 per character, as "\u0001", plus its quotes). A value of
+# one of these types, under an annotation that admits exactly its type, is handed over unchanged: see
+# CallCodec.passes_unchanged / result_passes_unchanged.
+_NONE = type(None)
+_SCALARS: frozenset[type] = frozenset({str, int, float, bool, _NONE})
+_MAX_INT = 2**63  # |int| below this: at most 20 characters
+_SCALAR_WIDTH = {int: 20, float: 24, bool: 5, _NONE: 4}
+
+
+def _unchanged_types(annotation: Any) -> frozenset[type]:
+    """The types of the values that ``annotation`` validates to themselves, for JSON scalars: every scalar
+    for ``Any``; ``int`` for ``int``; ``{int, None}`` for ``int | None``; nothing for anything else --
+    constrained (``Annotated``), literal, container and model types always take the codec's round trip."""
+    if annotation is Any or annotation is inspect.Parameter.empty:
+        return _SCALARS
+    if annotation is None:
+        return frozenset({_NONE})
+    if annotation in _SCALARS:
+        return frozenset({annotation})
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members: frozenset[Any] = frozenset(_NONE if m is None else m for m in typing.get_args(annotation))
+        if members <= _SCALARS:
+            return members
+    return frozenset()
+
+
+def _is_unchanged_scalar(value: Any, allowed: frozenset[type]) -> bool:
+    """``value``'s own type is in ``allowed`` and its JSON round trip is exact (no NaN/infinity)."""
+    t = type(value)
+    return t in allowed and (t is not float or value - value == 0.0)
 
 
 def max_payload_bytes() -> int:
@@ -121,6 +154,7 @@ class CallCodec:
         self.return_annotation: Any = hints.get("return", Any)
         self._result_adapter = adapter_for(self.return_annotation)
         self._result_is_any = self._result_adapter is _ANY_ADAPTER
+        self._result_unchanged = _unchanged_types(self.return_annotation)
         self.params: list[tuple[str, inspect._ParameterKind, TypeAdapter[Any]]] = []
         for p in self.signature.parameters.values():
             ann = hints.get(p.name, Any)
@@ -134,6 +168,10 @@ class CallCodec:
         self._simple = all(p.kind in positional_kinds for p in params)
         self._positional = [p.name for p in params if p.kind in positional_kinds]
         self._required = sum(1 for p in params if p.default is inspect.Parameter.empty)
+        # For passes_unchanged: what each positional parameter hands over as is, and the encoded size of
+        # the argument object without its values ({"name":,...}), an upper bound whatever is passed.
+        self._unchanged = [_unchanged_types(hints.get(name, Any)) for name in self._positional]
+        self._args_frame = 2 + sum(len(name.encode()) + 4 for name in self._positional)
 
     def encode_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         if self._simple and not kwargs and self._required <= len(args) <= len(self._positional):
@@ -145,6 +183,39 @@ class CallCodec:
             except TypeError as exc:
                 raise TypeError(f"{self.label}: {exc}") from None
         return encode(arguments, where=self._args_where)
+
+    def passes_unchanged(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Whether ``decode_args(encode_args(args, kwargs))`` is ``args`` itself: positional JSON scalars
+        whose parameters admit exactly their types, small enough that the encoded arguments cannot reach
+        the smallest payload limit, and ASCII strings only (nothing that could fail to encode).
+
+        Then a body running in the caller's process can take the arguments as they are: the same values,
+        of the same types, as the round trip would give it -- on every engine -- for a fraction of its cost.
+        """
+        if kwargs or not self._simple or not self._required <= len(args) <= len(self._positional):
+            return False
+        size = self._args_frame
+        for value, allowed in zip(args, self._unchanged, strict=False):
+            t = type(value)
+            if t is str:
+                if str not in allowed or not value.isascii():
+                    return False
+                size += 2 + 6 * len(value)
+            elif t is int:
+                if int not in allowed or not -_MAX_INT < value < _MAX_INT:
+                    return False
+                size += 20
+            elif _is_unchanged_scalar(value, allowed):
+                size += _SCALAR_WIDTH[t]
+            else:
+                return False
+        return size <= MIN_MAX_PAYLOAD_BYTES
+
+    def result_passes_unchanged(self, value: Any) -> bool:
+        """Whether decoding ``encode_result(value)`` (which succeeded) gives back ``value`` itself: a JSON
+        scalar of a type the return annotation admits exactly."""
+        t = type(value)
+        return t in self._result_unchanged and (t is not float or value - value == 0.0)
 
     def decode_args(self, text: str) -> tuple[list[Any], dict[str, Any]]:
         try:

@@ -13,9 +13,12 @@ from .types import Decision
 
 if TYPE_CHECKING:
     from .runtime import RunContext
+    from .types import StepCall
 
 _run: ContextVar[RunContext | None] = ContextVar("perdure_run", default=None)
-_step: ContextVar[StepInfo | None] = ContextVar("perdure_step", default=None)
+# The step call being executed and its attempt; a StepInfo is made from it only when asked for (a body
+# rarely asks, and every step sets this).
+_step: ContextVar[tuple[StepCall, int] | None] = ContextVar("perdure_step", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,18 +85,19 @@ def random() -> float:
 
 def run_id() -> str:
     """The id of the run executing this workflow (or step)."""
-    info = _step.get()
-    if info is not None:
-        return info.run_id
+    executing = _step.get()
+    if executing is not None:
+        return executing[0].run_id
     return current_run("perdure.run_id()").run_id
 
 
 def current_step() -> StepInfo:
     """Information on the step or tool being executed (position, attempt, idempotency key)."""
-    info = _step.get()
-    if info is None:
+    executing = _step.get()
+    if executing is None:
         raise NotInStepError("perdure.current_step() can only be called inside a @perdure.step or @perdure.tool")
-    return info
+    call, attempt = executing
+    return StepInfo(call.run_id, call.position, call.name, call.idempotency_key, attempt)
 
 
 def idempotency_key() -> str:
@@ -102,7 +106,7 @@ def idempotency_key() -> str:
     Stable across every retry and every recovery of this call, different for every other call. Hand it to
     the external system (payment API, ticket tracker, ledger) so a re-executed call has one effect.
     """
-    info = _step.get()
-    if info is None:
+    executing = _step.get()
+    if executing is None:
         raise NotInStepError("perdure.idempotency_key() can only be called inside a @perdure.tool or @perdure.step")
-    return info.idempotency_key
+    return executing[0].idempotency_key

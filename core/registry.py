@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
@@ -74,7 +74,7 @@ class Step(Generic[P, R]):
         result: R = await run.call_step(self, args, kwargs)
         return result
 
-    async def invoke(self, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    async def invoke(self, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
         """Run the function body once (no durability); sync functions run in a thread."""
         if self.is_async:
             return await self.fn(*args, **kwargs)

@@ -19,13 +19,13 @@ import random as _random
 import re
 import uuid as _uuid
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple
 
 import pydantic_core
 
 from .codec import digest, encode
-from .context import StepInfo, _run, _step
+from .context import _run, _step
 from .errors import (
     ApprovalMismatchError,
     ApprovalTimeoutError,
@@ -108,12 +108,13 @@ class Attempt(NamedTuple):
 async def execute_attempt(call: StepCall, attempt: int) -> Attempt:
     """Run one attempt of a step body."""
     s = get_step(call.name)
-    token = _step.set(StepInfo(call.run_id, call.position, call.name, call.idempotency_key, attempt))
+    token = _step.set((call, attempt))
+    args: Sequence[Any]
     try:
         if call.local is None:
             args, kwargs = s.codec.decode_args(call.args_json)
-        else:  # in-process arguments (RunContext.call_step(portable=...)), handed over as they are
-            args, kwargs = list(call.local[0]), call.local[1]
+        else:  # in-process arguments (see RunContext.call_step), handed over as they are
+            args, kwargs = call.local
         value = await s.fn(*args, **kwargs) if s.is_async else await s.invoke(args, kwargs)
         output = s.codec.encode_result(value)
     except Exception as exc:  # CancelledError and other BaseExceptions propagate: they are not failures
@@ -125,7 +126,10 @@ async def execute_attempt(call: StepCall, attempt: int) -> Attempt:
     # The envelope of a success, assembled around the already-encoded output: this runs on every step, and
     # parsing the output only to serialize it again cost more than the rest of the attempt. It is the
     # same JSON as Envelope(..., ok=True, output=...).to_json().
-    return Attempt(f'{s.ok_envelope_prefix}{output},"error":null,"attempts":{attempt}}}', None, False)
+    envelope = f'{s.ok_envelope_prefix}{output},"error":null,"attempts":{attempt}}}'
+    if s.codec.result_passes_unchanged(value):
+        call.ran = (envelope, value)  # decoding the envelope would give `value` back: see call_step
+    return Attempt(envelope, None, False)
 
 
 async def execute_step(call: StepCall, *, sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> str:
@@ -187,18 +191,30 @@ class RunContext:
         arguments to encode only if the engine sends the call to another process (a Temporal
         activity); the body must accept both forms. For integrations whose arguments are large and only
         needed to execute the call (an LLM request): perdure reads back a step's outcome, never its arguments.
+
+        Arguments the round trip would give back unchanged (small JSON scalars, ``CallCodec.passes_unchanged``)
+        take the same path; so does an output that decodes to itself (``StepCall.ran``). The round trips
+        are skipped only where their result is known: what a body receives and a step returns is the same
+        value, of the same type, as decoding would give -- on the first execution and on every replay.
         """
-        if portable is None:
-            args_json: str | Callable[[], str] = s.codec.encode_args(args, kwargs)
-            local = None
-        else:
-            args_json = lambda: s.codec.encode_args(*portable())  # noqa: E731
+        if portable is not None:
+            args_json: str | Callable[[], str] = lambda: s.codec.encode_args(*portable())  # noqa: E731
             local = (args, kwargs)
+        elif s.codec.passes_unchanged(args, kwargs):
+            args_json = lambda: s.codec.encode_args(args, kwargs)  # noqa: E731
+            local = (args, kwargs)
+        else:
+            args_json = s.codec.encode_args(args, kwargs)
+            local = None
         pos = self._position
         self._position = pos + 1
         # "<run id>:<position>": the same on every retry and recovery of this call, unique in the run.
         idem = f"{self.run_id}:{key}" if key is not None else f"{self.run_id}:{pos}"
-        text = await self.journal.step(StepCall(self.run_id, pos, s.name, s.kind, args_json, idem, local))
+        call = StepCall(self.run_id, pos, s.name, s.kind, args_json, idem, local)
+        text = await self.journal.step(call)
+        ran = call.ran
+        if ran is not None and text == ran[0]:  # the envelope this process just made: its output is known
+            return ran[1]
         try:
             raw = pydantic_core.from_json(text)
             done = raw["ok"] is True and raw["name"] == s.name and raw["kind"] == s.kind_value

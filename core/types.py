@@ -109,10 +109,14 @@ class StepCall:
     its place that encodes portable arguments only when ``args_json`` is first read: an engine that sends
     the call to another process (a Temporal activity) reads it, one that runs the body in the process
     that made the call never does, and the body gets ``local`` as it is.
+
+    ``ran`` is set by :func:`~perdure.core.runtime.execute_attempt` when the body ran in this process and
+    succeeded with an output that decodes to itself (a JSON scalar): ``(envelope, output)``. The caller
+    then returns ``output`` instead of decoding the journal's envelope, when that envelope is the same text.
     """
 
     # A plain class, not a frozen dataclass: ``args_json`` is a property that caches what it encodes.
-    __slots__ = ("run_id", "position", "name", "kind", "idempotency_key", "local", "_args_json")
+    __slots__ = ("run_id", "position", "name", "kind", "idempotency_key", "local", "_args_json", "ran")
 
     def __init__(
         self,
@@ -131,6 +135,7 @@ class StepCall:
         self.idempotency_key = idempotency_key
         self.local = local
         self._args_json = args_json
+        self.ran: tuple[str, Any] | None = None
 
     @property
     def args_json(self) -> str:

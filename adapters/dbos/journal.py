@@ -102,6 +102,7 @@ def configure(engine: sa.Engine | None) -> None:
 
 
 _options: dict[tuple[str, str], StepOptions] = {}
+_call_options: dict[str, StepOptions] = {}
 
 
 def step_options(kind: str, name: str) -> StepOptions:
@@ -109,6 +110,14 @@ def step_options(kind: str, name: str) -> StepOptions:
     options = _options.get((kind, name))
     if options is None:
         options = _options[kind, name] = {"name": op_name(kind, name)}
+    return options
+
+
+def call_options(call: StepCall) -> StepOptions:
+    """:func:`step_options` of a step or tool call, by its name alone (a name is one step or one tool)."""
+    options = _call_options.get(call.name)
+    if options is None:
+        options = _call_options[call.name] = step_options(call.kind.value, call.name)
     return options
 
 
@@ -198,14 +207,14 @@ class DBOSJournal(Journal):
             raise _nondeterminism(position, exc.inputs[3], kind, name) from None
 
     async def step(self, call: StepCall) -> str:
-        kind = call.kind.value
+        options = call_options(call)
         if self.recorded is None:  # the common path: one DBOS step, nothing else
             try:
-                output = await DBOS.run_step_async(step_options(kind, call.name), _execute, call)
+                output = await DBOS.run_step_async(options, _execute, call)
             except DBOSUnexpectedStepError as exc:
-                raise _nondeterminism(call.position, exc.inputs[3], kind, call.name) from None
+                raise _nondeterminism(call.position, exc.inputs[3], call.kind.value, call.name) from None
         else:
-            output = await self._op(call.position, kind, call.name, _execute, call)
+            output = await self._op(call.position, call.kind.value, call.name, _execute, call, options=options)
         return output if type(output) is RawJSON else envelope_text(output)
 
     async def approval(self, request: ApprovalRequest) -> str:
