@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from engines import Deployment, wait_marks
-from stats import median_ci
+from stats import paired_ratio_ci, ratio_of_medians
 
 
 def med(xs: list[float]) -> float:
@@ -28,21 +28,27 @@ def med(xs: list[float]) -> float:
 
 
 async def agent_turn(dep: Deployment, turns: int, rounds: int) -> dict[str, Any]:
-    """Median seconds of one agent turn per contender; each round is one run of ``perf.agent_turns``."""
+    """Median seconds of one agent turn per contender over ``rounds`` runs of ``perf.agent_turns``.
+
+    Ratios pool every turn: the i-th turn of each contender in a run ran back to back with the others'
+    i-th (in rotating order), so they are paired -- the ratio of medians and its bootstrap interval
+    resample those pairs (benchmarks/stats.py)."""
     await dep.spawn(apps=("bench_agent",))
     client = dep.client
     await client.result(await client.start("perf.agent_turns", k=2), timeout=300)  # warm-up
+    pooled: dict[str, list[float]] = {}
     per_round: dict[str, list[float]] = {}
     for _ in range(rounds):
         times = await client.result(await client.start("perf.agent_turns", k=turns), timeout=900)
         for name, xs in times.items():
+            pooled.setdefault(name, []).extend(xs)
             per_round.setdefault(name, []).append(med(xs))
     await dep.kill_all()
-    per_run = {f"perdure/{name}": [p / x for p, x in zip(per_round["perdure"], xs, strict=True)]
-               for name, xs in per_round.items() if name != "perdure"}  # per run, then the median
-    return {"turn_s": {name: med(xs) for name, xs in per_round.items()},
-            "ratios": {name: med(rs) for name, rs in per_run.items()},
-            "ratio_ci": {name: median_ci(rs) for name, rs in per_run.items()}, "rounds": per_round, "turns": turns}
+    others = [name for name in pooled if name != "perdure"]
+    return {"turn_s": {name: med(xs) for name, xs in pooled.items()},
+            "ratios": {f"perdure/{n}": ratio_of_medians(pooled["perdure"], pooled[n]) for n in others},
+            "ratio_ci": {f"perdure/{n}": paired_ratio_ci(pooled["perdure"], pooled[n]) for n in others},
+            "rounds": per_round, "turns": turns}
 
 
 # --- 3./4. recovery and resume ----------------------------------------------------------------------------

@@ -79,7 +79,7 @@ def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
                      f"{own:.3f}" if own else "—", _interval((r.get("ratio_ci") or {}).get("perdure/native")),
                      _ok(own <= 1.0 if own else None)])
     out.append(("2. Agent turn: model call → tool call → model call, scripted model (median ms per turn; "
-                "ratios are medians of per-run ratios)",
+                "ratios of medians over every turn, contenders interleaved turn by turn)",
                 ["engine", "Runner.run (not durable)", "perdure DurableRunner", "perdure / plain",
                  "engine's own runner", "perdure / own", "95 % interval", "never slower than own"], rows + errors))
 

@@ -40,7 +40,3 @@ def paired_ratio_ci(ours: Sequence[float], raw: Sequence[float], *, resamples: i
 
     return bootstrap_ci(estimate, len(ours), resamples=resamples)
 
-
-def median_ci(values: Sequence[float], *, resamples: int = 1000) -> tuple[float, float]:
-    """95 % interval of the median of ``values`` (e.g. per-run ratios)."""
-    return bootstrap_ci(lambda idx: statistics.median(values[i] for i in idx), len(values), resamples=resamples)
