@@ -2,14 +2,13 @@
 
 ``CallCodec.passes_unchanged`` / ``result_passes_unchanged`` may only say yes where the round trip would
 give back the very value, of the very type, and could not have failed (unserializable, over the payload
-limit). The property tests check that against the round trip itself; the workflow tests check what a
-step body and a workflow see on the reference engine, with and without the shortcut.
+limit). The property tests check that against the round trip itself; test_core_api.py checks what a step
+body and a workflow see on the reference engine, with and without the shortcut.
 """
 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
 import pytest
@@ -99,57 +98,12 @@ def test_containers_and_models_never_pass_unchanged() -> None:
     assert not CallCodec(f_scalars, label="f").result_passes_unchanged(True)  # -> int: True would become 1
 
 
-# --- what a step body and its workflow see ------------------------------------------------------------------
-
-seen: list[tuple[str, Any]] = []
+# --- what engines that run the body elsewhere still get -----------------------------------------------
 
 
 @perdure.step(name="shortcut.scale")
 async def scale(x: float, label: str, times: int = 2) -> float:
-    seen.append(("x", x))
-    return x * times  # an int * int is an int: the -> float annotation makes it a float
-
-
-@perdure.step(name="shortcut.echo")
-async def echo(value: Any) -> Any:
-    seen.append(("value", value))
-    return value
-
-
-@perdure.workflow(name="shortcut.flow")
-async def flow() -> list[Any]:
-    out = [await scale(1.5, "a"), await scale(3, "b"), await echo(7), await echo("x" * 900)]
-    return [(type(v).__name__, v if not isinstance(v, str) else len(v)) for v in out]
-
-
-def _on_memory(body: Any) -> Any:
-    async def main() -> Any:
-        url = f"memory://shortcut-{uuid.uuid4().hex[:8]}"
-        ready = asyncio.Event()
-        worker = asyncio.create_task(perdure.serve(url, ready=ready.set))
-        await ready.wait()
-        try:
-            return await body(perdure.Client(url))
-        finally:
-            worker.cancel()
-
-    return asyncio.run(main())
-
-
-def test_bodies_and_workflows_see_the_decoded_types_with_or_without_the_shortcut() -> None:
-    seen.clear()
-
-    async def body(client: perdure.Client) -> Any:
-        rid = await client.start(flow)
-        return await client.result(rid, timeout=10), await client.steps(rid)
-
-    out, records = _on_memory(body)
-    # scale(3, ...) takes the round trip (int under a float annotation): the body gets 3.0, not 3.
-    assert [(k, type(v).__name__) for k, v in seen] == [("x", "float"), ("x", "float"), ("value", "int"),
-                                                       ("value", "str")]
-    # 6 from 3.0 * 2 is a float either way; the output shortcut never turns a float into an int.
-    assert out == [["float", 3.0], ["float", 6.0], ["int", 7], ["str", 900]]
-    assert [r.output for r in records][:3] == [3.0, 6.0, 7]
+    return x * times
 
 
 class _Capture(Journal):
@@ -185,20 +139,3 @@ def test_shortcut_arguments_are_still_encoded_for_engines_that_send_the_call_els
     # What a Temporal activity would receive: the same JSON as the round trip's, made when first read.
     assert fast.args_json == '{"x":1.5,"label":"a"}' and slow.args_json == '{"x":3,"label":"b"}'
     assert fast.ran is not None and fast.ran[1] == 3.0  # the output decodes to itself: no decode needed
-
-
-def test_arguments_over_the_payload_limit_still_fail_with_the_typed_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PERDURE_MAX_PAYLOAD_BYTES", "1024")
-
-    @perdure.workflow(name="shortcut.too_big")
-    async def too_big() -> str:
-        try:
-            await echo("y" * 1100)
-        except perdure.PayloadTooLargeError as exc:
-            return type(exc).__name__
-        return "no error"
-
-    async def body(client: perdure.Client) -> Any:
-        return await client.result(await client.start(too_big), timeout=10)
-
-    assert _on_memory(body) == "PayloadTooLargeError"

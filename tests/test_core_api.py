@@ -91,6 +91,62 @@ def test_values_round_trip_through_the_codec_with_their_types() -> None:
     assert [r.output for r in records] == [{"symbol": "ACME", "price": 1.5}, "2026-01-04T00:00:00Z", {"x": 3, "y": 6}]
 
 
+# Scalars skip the codec's round trip where it would give them back unchanged (test_codec_shortcuts.py);
+# what bodies and workflows see must not show whether it was skipped.
+seen: list[tuple[str, Any]] = []
+
+
+@perdure.step(name="t.scale")
+async def scale(x: float, label: str, times: int = 2) -> float:
+    seen.append(("x", x))
+    return x * times  # an int * int is an int: the -> float annotation makes it a float
+
+
+@perdure.step(name="t.echo")
+async def echo(value: Any) -> Any:
+    seen.append(("value", value))
+    return value
+
+
+@perdure.workflow(name="t.shortcuts")
+async def shortcuts() -> list[Any]:
+    out = [await scale(1.5, "a"), await scale(3, "b"), await echo(7), await echo("x" * 900)]
+    return [(type(v).__name__, v if not isinstance(v, str) else len(v)) for v in out]
+
+
+def test_bodies_and_workflows_see_the_decoded_types_with_or_without_the_shortcut() -> None:
+    seen.clear()
+
+    async def body(client: perdure.Client) -> Any:
+        rid = await client.start(shortcuts)
+        return await client.result(rid, timeout=10), await client.steps(rid)
+
+    out, records = on_memory(body)
+    # scale(3, ...) takes the round trip (int under a float annotation): the body gets 3.0, not 3.
+    assert [(k, type(v).__name__) for k, v in seen] == [("x", "float"), ("x", "float"), ("value", "int"),
+                                                       ("value", "str")]
+    # 6 from 3.0 * 2 is a float either way; the output shortcut never turns a float into an int.
+    assert out == [["float", 3.0], ["float", 6.0], ["int", 7], ["str", 900]]
+    assert [r.output for r in records][:3] == [3.0, 6.0, 7]
+
+
+def test_arguments_over_the_payload_limit_still_fail_with_the_typed_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PERDURE_MAX_PAYLOAD_BYTES", "1024")
+
+    @perdure.workflow(name="t.too_big")
+    async def too_big() -> str:
+        try:
+            await echo("y" * 1100)
+        except perdure.PayloadTooLargeError as exc:
+            return type(exc).__name__
+        return "no error"
+
+    async def body(client: perdure.Client) -> Any:
+        return await client.result(await client.start(too_big), timeout=10)
+
+    assert on_memory(body) == "PayloadTooLargeError"
+
+
 attempts_seen: list[int] = []
 
 
