@@ -200,7 +200,7 @@ def markdown(results: dict[str, Any], plot_name: str | None, findings: str) -> s
     for title, header, rows in tables(results):
         parts += [f"## {title}", "", markdown_table(header, rows), ""]
         if title.startswith("4."):
-            parts += ["Test profile (Temporal: a run continues as new every 500 operations, carrying its "
+            parts += ["Test profile (Temporal: a run continues as new every 100 operations, carrying its "
                       "journal; see docs/temporal.md). — : not measured at that length.", ""]
             if plot_name:
                 parts += [f"![resume cost vs history length]({plot_name})", ""]
@@ -215,8 +215,12 @@ METHOD = """\
   `@DBOS.step` and perdure step interleaved in one DBOS workflow), `bench_temporal.py` (perdure step and a
   raw activity / local activity alternating in one workflow run, production profile; ratio: median of
   the per-run ratios), `bench_restate.py` (raw `ctx.run` and perdure step interleaved in one invocation).
-- **Agent turn** — one workflow run times, in rotating order, one turn per contender: `Runner.run` (not
-  durable), perdure's `DurableRunner.run`, and the engine's own runner where it installs. Zero-latency
+  The 95 % interval is a bootstrap over the samples, perdure's i-th step kept with the raw i-th it ran
+  next to (benchmarks/stats.py): a ratio of 1.03 whose interval reaches 1.06 is not "within 1.05".
+- **Agent turn** — each workflow run times, in rotating order, one turn per contender: `Runner.run` (not
+  durable), perdure's `DurableRunner.run`, and the engine's own runner where it installs. The ratio is
+  the ratio of the medians of every turn of every run, its interval a bootstrap over the turns, each
+  contender's i-th turn kept with the others' i-th (they ran back to back). Zero-latency
   scripted model; the tool is made durable the way each integration documents it (perdure: automatic;
   DBOS: the tool body is a `@DBOS.step`; Restate: the tool body runs in `ctx.run`). Temporal's own
   integration (`temporalio.contrib.openai_agents`) needs `temporalio-openai-agents`, which pins
