@@ -214,8 +214,7 @@ class CallCodec:
     def result_passes_unchanged(self, value: Any) -> bool:
         """Whether decoding ``encode_result(value)`` (which succeeded) gives back ``value`` itself: a JSON
         scalar of a type the return annotation admits exactly."""
-        t = type(value)
-        return t in self._result_unchanged and (t is not float or value - value == 0.0)
+        return _is_unchanged_scalar(value, self._result_unchanged)
 
     def decode_args(self, text: str) -> tuple[list[Any], dict[str, Any]]:
         try:
