@@ -197,11 +197,10 @@ class RunContext:
         are skipped only where their result is known: what a body receives and a step returns is the same
         value, of the same type, as decoding would give -- on the first execution and on every replay.
         """
+        if portable is None and s.codec.passes_unchanged(args, kwargs):
+            portable = lambda: (args, kwargs)  # noqa: E731  # they are their own portable form
         if portable is not None:
             args_json: str | Callable[[], str] = lambda: s.codec.encode_args(*portable())  # noqa: E731
-            local = (args, kwargs)
-        elif s.codec.passes_unchanged(args, kwargs):
-            args_json = lambda: s.codec.encode_args(args, kwargs)  # noqa: E731
             local = (args, kwargs)
         else:
             args_json = s.codec.encode_args(args, kwargs)
