@@ -5,6 +5,11 @@ approval payloads and decisions -- goes through :func:`encode` / :func:`decode`.
 round-tripped, also on the first execution, so a step returns the same Python value the first time as on
 every replay (a ``datetime`` comes back as a ``datetime`` because the annotation says so, never as a
 string on one engine and an object on another).
+
+Decoding always validates the JSON *text* against the annotation (pydantic's JSON mode), in one pass:
+what was parsed is never validated again as Python objects, which would refuse an ISO date string for a
+strict model's ``datetime`` field. Annotations keep their ``Annotated`` metadata (``Field(gt=0)``,
+validators), so constraints hold on every decode.
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ import os
 import types
 import typing
 from collections.abc import Callable
-from functools import lru_cache
-from typing import Any
+from functools import cached_property, lru_cache
+from typing import Any, Literal
 
 import pydantic_core
 from pydantic import TypeAdapter, ValidationError
+from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
 from .errors import PayloadTooLargeError, SerializationError
 
@@ -148,21 +154,21 @@ class CallCodec:
         self._result_where = f"output of {self.label}"
         self.signature = inspect.signature(fn)
         try:
-            hints = typing.get_type_hints(fn)
+            hints = typing.get_type_hints(fn, include_extras=True)  # keep Annotated constraints
         except Exception:  # unresolvable forward references: fall back to plain JSON
             hints = {}
         self.return_annotation: Any = hints.get("return", Any)
         self._result_adapter = adapter_for(self.return_annotation)
         self._result_is_any = self._result_adapter is _ANY_ADAPTER
         self._result_unchanged = _unchanged_types(self.return_annotation)
-        self.params: list[tuple[str, inspect._ParameterKind, TypeAdapter[Any]]] = []
+        self.params: list[tuple[str, inspect._ParameterKind, Any]] = []
         for p in self.signature.parameters.values():
             ann = hints.get(p.name, Any)
             if p.kind is inspect.Parameter.VAR_POSITIONAL:
                 ann = list[ann]  # type: ignore[valid-type]
             elif p.kind is inspect.Parameter.VAR_KEYWORD:
                 ann = dict[str, ann]  # type: ignore[valid-type]
-            self.params.append((p.name, p.kind, adapter_for(ann)))
+            self.params.append((p.name, p.kind, ann))
         positional_kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
         params = list(self.signature.parameters.values())
         self._simple = all(p.kind in positional_kinds for p in params)
@@ -216,27 +222,31 @@ class CallCodec:
         scalar of a type the return annotation admits exactly."""
         return _is_unchanged_scalar(value, self._result_unchanged)
 
+    @cached_property
+    def _args_adapter(self) -> TypeAdapter[Any]:
+        """The encoded arguments object: each parameter under its own annotation (a missing one keeps its
+        default), validated from JSON text in one pass. Made on first use: many steps never decode
+        arguments (in-process calls hand them over as they are)."""
+        fields = {name: ann for name, _, ann in self.params}
+        return TypeAdapter(TypedDict(f"{self.name}.arguments", fields, total=False))  # type: ignore[operator]
+
     def decode_args(self, text: str) -> tuple[list[Any], dict[str, Any]]:
         try:
-            raw = pydantic_core.from_json(text)
-        except ValueError as exc:
-            raise SerializationError(f"cannot decode arguments of {self.label}: {exc}") from None
-        if not isinstance(raw, dict):
-            raise SerializationError(f"cannot decode arguments of {self.label}: expected a JSON object, got {text!r:.200}")
+            raw = self._args_adapter.validate_json(text)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            loc = error.get("loc", ())
+            if error["type"] in ("json_invalid", "dict_type") or not loc:
+                raise SerializationError(f"cannot decode arguments of {self.label}: {exc}") from None
+            raise SerializationError(f"cannot decode argument {loc[0]!r} of {self.label}: {exc}") from None
         args: list[Any] = []
         kwargs: dict[str, Any] = {}
         positional = True  # after a skipped (defaulted) parameter, the rest must go by keyword
-        for name, kind, adapter in self.params:
+        for name, kind, _ in self.params:
             if name not in raw:
                 positional = False  # a default applies
                 continue
-            if adapter is _ANY_ADAPTER:
-                value = raw[name]
-            else:
-                try:
-                    value = adapter.validate_python(raw[name])
-                except ValidationError as exc:
-                    raise SerializationError(f"cannot decode argument {name!r} of {self.label}: {exc}") from None
+            value = raw[name]
             if kind is inspect.Parameter.POSITIONAL_ONLY or (
                 positional and kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
             ):
@@ -258,12 +268,28 @@ class CallCodec:
         return decode(text, self.return_annotation, where=self._result_where)
 
     def decode_result_value(self, value: Any) -> Any:
-        """Decode an already-parsed JSON value (from a journal envelope) with the return annotation."""
+        """Decode an already-parsed JSON value (a run's output as an engine reports it) with the return
+        annotation -- as JSON, like every other decode (see the module docstring)."""
         if self._result_is_any:
             return value
+        return self.decode_result(encode(value, where=self._result_where))
+
+    @cached_property
+    def _ok_envelope(self) -> TypeAdapter[Any]:
+        fields = {"name": str, "kind": str, "ok": Literal[True], "output": self.return_annotation}
+        return TypeAdapter(TypedDict(f"{self.name}.envelope", fields))  # type: ignore[operator]
+
+    def decode_ok_envelope(self, text: str, name: str, kind: str) -> Any:
+        """The output of a recorded success of step ``name`` of ``kind``, decoded from the envelope JSON in
+        one pass; :data:`NOT_DECODED` for anything else (a failure, another step, an output that does not
+        decode), which the caller takes apart the slow way for the right error."""
         try:
-            return self._result_adapter.validate_python(value)
-        except ValidationError as exc:
-            raise SerializationError(
-                f"cannot decode output of {self.label} as {self.return_annotation!r}: {exc}"
-            ) from None
+            env = self._ok_envelope.validate_json(text)
+        except ValidationError:
+            return NOT_DECODED
+        if env["name"] != name or env["kind"] != kind:
+            return NOT_DECODED
+        return env["output"]
+
+
+NOT_DECODED: Any = object()  # CallCodec.decode_ok_envelope: not a decodable success of this step

@@ -110,13 +110,17 @@ class StepCall:
     the call to another process (a Temporal activity) reads it, one that runs the body in the process
     that made the call never does, and the body gets ``local`` as it is.
 
-    ``ran`` is set by :func:`~perdure.core.runtime.execute_attempt` when the body ran in this process and
-    succeeded with an output that decodes to itself (a JSON scalar): ``(envelope, output)``. The caller
-    then returns ``output`` instead of decoding the journal's envelope, when that envelope is the same text.
+    ``in_process`` says the call was made by :meth:`~perdure.core.runtime.RunContext.call_step` in this
+    process (a call rebuilt elsewhere, e.g. in a Temporal activity, has it False). When such a call's body
+    succeeds here, :func:`~perdure.core.runtime.execute_attempt` sets ``ran`` to ``(envelope, output)``:
+    the output decoded from the envelope it just made (or the value itself, when it decodes to itself).
+    The caller returns ``output`` instead of decoding the journal's envelope when that envelope is the
+    same text -- the same value, of the same types, as its own decode would give.
     """
 
     # A plain class, not a frozen dataclass: ``args_json`` is a property that caches what it encodes.
-    __slots__ = ("run_id", "position", "name", "kind", "idempotency_key", "local", "_args_json", "ran")
+    __slots__ = ("run_id", "position", "name", "kind", "idempotency_key", "local", "_args_json", "ran",
+                 "in_process")
 
     def __init__(
         self,
@@ -127,6 +131,8 @@ class StepCall:
         args_json: str | Callable[[], str],
         idempotency_key: str,
         local: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
+        *,
+        in_process: bool = False,
     ) -> None:
         self.run_id = run_id
         self.position = position
@@ -136,6 +142,7 @@ class StepCall:
         self.local = local
         self._args_json = args_json
         self.ran: tuple[str, Any] | None = None
+        self.in_process = in_process
 
     @property
     def args_json(self) -> str:

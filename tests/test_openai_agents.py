@@ -320,6 +320,38 @@ def test_the_model_step_gets_the_request_in_memory_and_encoded_only_where_the_ca
     assert [(r.name, r.output) for r in steps] == [(r.name, r.output) for r in steps_elsewhere]
 
 
+live_responses: list[ModelResponse] = []
+
+
+class _KeepingModel(ScriptedModel):
+    """Keeps the response objects it returns, to compare with what the SDK is handed."""
+
+    async def get_response(self, *args: Any, **kwargs: Any) -> ModelResponse:
+        response = await super().get_response(*args, **kwargs)
+        live_responses.append(response)
+        return response
+
+
+register_model("t.oai.keeping", _KeepingModel(_fetcher))
+keeping_fetcher = Agent(name="fetcher", model="t.oai.keeping", tools=[fetch])
+
+
+@perdure.workflow(name="t.oai.handed")
+async def handed_responses() -> list[list[bool]]:
+    result = await DurableRunner.run(keeping_fetcher, "fetch everything")
+    return [[handed is live, handed == live, type(handed.output[0]) is type(live.output[0])]
+            for handed, live in zip(result.raw_responses, live_responses, strict=True)]
+
+
+def test_the_sdk_is_handed_each_response_restored_from_its_record_on_the_first_run_too() -> None:
+    async def body(client: perdure.Client, url: str) -> Any:
+        return await client.result(await client.start(handed_responses), timeout=10)
+
+    live_responses.clear()
+    # Not the model's own objects (a replay could never hand those over), but equal ones of the same types.
+    assert on_memory(body) == [[False, True, True], [False, True, True]]
+
+
 flaky_budget: dict[str, int] = {}
 
 

@@ -32,7 +32,7 @@ from agents.models.interface import Model, ModelProvider, ModelTracing
 from agents.tool import FunctionTool, Tool
 from agents.usage import Usage
 from openai.types.responses.response_prompt_param import ResponsePromptParam
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, TypeAdapter, ValidationError
 
 import perdure
 from perdure.core.context import current_run
@@ -319,6 +319,12 @@ def load_response(data: dict[str, Any]) -> ModelResponse:
     return response
 
 
+# The model step's output: the response's JSON record (dump_response), which decodes into the
+# ModelResponse (load_response). perdure decodes a step's output from its recorded text on the first run
+# as on every replay, so the SDK is always handed a response restored from its record, never the live one.
+ResponseRecord = Annotated[dict[str, Any], AfterValidator(load_response)]
+
+
 # --- the step -------------------------------------------------------------------------------------
 class LiveRequest(dict[str, Any]):
     """The keyword arguments of ``Model.get_response`` as the SDK passed them: the model step's argument
@@ -326,8 +332,9 @@ class LiveRequest(dict[str, Any]):
 
 
 @perdure.step(name=MODEL_STEP, retry=MODEL_RETRY)
-async def model_step(model: str | None, request: dict[str, Any]) -> dict[str, Any]:
-    """One model call: resolve the real model by name, call it, return the response as JSON.
+async def model_step(model: str | None, request: dict[str, Any]) -> ResponseRecord:
+    """One model call: resolve the real model by name, call it, return the response as JSON (which the
+    workflow gets back as the :class:`ModelResponse` restored from it).
 
     ``request`` is a :class:`LiveRequest` in the workflow's process, or :func:`encode_request`'s JSON
     where the engine sent the call to another process (a Temporal activity)."""
@@ -375,14 +382,14 @@ class DurableModel(Model):
             # The request (the whole conversation so far, every tool schema) goes to the step as it is and
             # is encoded only if the engine runs the step in another process: journals record the
             # response, not the request, so elsewhere encoding it was pure cost on every call.
-            data: dict[str, Any] = await run.call_step(
+            response: ModelResponse = await run.call_step(
                 model_step, (name, request), {}, portable=lambda: ((name, encode_request(**request)), {})
             )
         except BaseException as exc:
             if self.session is not None:
                 self.session.remember(exc)
             raise
-        return load_response(data)
+        return response
 
     async def stream_response(
         self,
