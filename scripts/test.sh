@@ -15,7 +15,9 @@ ln -s "$ROOT" "$MYPY_DIR/perdure"
 (cd "$MYPY_DIR" && "$ROOT/.venv/bin/mypy" --config-file "$ROOT/pyproject.toml" perdure)
 rm -rf "$MYPY_DIR"
 set +e
-.venv/bin/python -m pytest tests -ra "$@"
+# --rootdir: the repository root is the package itself; as pytest's rootdir it would be collected as a
+# package and its __init__.py imported under the checkout folder's name (which fails for perdure-main).
+.venv/bin/python -m pytest --rootdir "$ROOT/tests" tests -ra "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then
