@@ -2,9 +2,10 @@
 
 For each engine (a SQLite file, and a throwaway Postgres cluster started by the DBOS dev server), DBOS is
 launched the way a perdure worker launches it (same serializer, same database). One perdure workflow run
-then alternates, step by step, a raw ``@DBOS.step`` and a ``@perdure.step`` with the same trivial body,
-timing each call: both kinds see the same connection pool, the same disk and the same noise from other
-processes, so their ratio measures what perdure adds (codec, envelope, journal bookkeeping) to a DBOS step.
+then alternates, step by step, a raw ``@DBOS.step`` and a ``@perdure.step`` with the same trivial body --
+once with an async body, once with a sync one -- timing each call: all see the same connection pool, the
+same disk and the same noise from other processes, so each ratio measures what perdure adds (codec,
+envelope, journal bookkeeping) to a DBOS step of that kind.
 
 It also measures recovery: a worker process SIGKILLed inside a step, and the time until the step runs again
 -- on a new worker started after the kill (goal: <= 2 s from starting the new process), and on a standby
@@ -40,7 +41,7 @@ from perdure.adapters.dbos.devserver import PostgresDevServer, SQLiteDevServer
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stats import paired_ratio_ci  # noqa: E402
 
-# --- the two contenders: the same trivial body --------------------------------------------------------
+# --- the contenders: the same trivial body, async and sync ----------------------------------------------
 
 
 @DBOS.step(name="bench.raw_step")
@@ -53,24 +54,42 @@ async def perdure_step(x: int) -> int:
     return x + 1
 
 
+def raw_sync_body(x: int) -> int:
+    return x + 1
+
+
+@perdure.step(name="bench.perdure_sync_step")
+def perdure_sync_step(x: int) -> int:
+    return x + 1
+
+
+# From an async workflow, DBOS runs a sync function as a step with run_step_async: in one DBOS thread, its
+# record check and record included (calling a sync @DBOS.step directly would block the event loop).
+RAW_SYNC_OPTIONS: Any = {"name": "bench.raw_sync_step"}
+CONTENDERS: dict[str, Any] = {  # raw and perdure of one kind are compared (PAIRS)
+    "raw": raw_step,
+    "perdure": perdure_step,
+    "raw_sync": lambda x: DBOS.run_step_async(RAW_SYNC_OPTIONS, raw_sync_body, x),
+    "perdure_sync": perdure_sync_step,
+}
+PAIRS = {"async": ("raw", "perdure"), "sync": ("raw_sync", "perdure_sync")}
+
+
 @perdure.workflow(name="bench.side_by_side")
 async def side_by_side(n: int) -> dict[str, list[float]]:
-    """``n`` pairs (raw DBOS step, perdure step), each call timed (wall time: a benchmark, not durable logic)."""
-    raw, ours = [], []
-    x = y = 0
+    """``n`` rounds of one call per contender, each timed (wall time: a benchmark, not durable logic)."""
+    names = list(CONTENDERS)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    values = dict.fromkeys(names, 0)
     for i in range(n):
-        # Alternate which goes first so neither always follows the other's commit.
-        order = (0, 1) if i % 2 == 0 else (1, 0)
-        for which in order:
+        # Rotate the order so that no contender always follows another's commit.
+        for j in range(len(names)):
+            name = names[(i + j) % len(names)]
             t0 = time.perf_counter()
-            if which == 0:
-                x = await raw_step(x)  # a plain DBOS step inside the run's DBOS workflow
-                raw.append(time.perf_counter() - t0)
-            else:
-                y = await perdure_step(y)
-                ours.append(time.perf_counter() - t0)
-    assert x == y == n
-    return {"raw": raw, "perdure": ours}
+            values[name] = await CONTENDERS[name](values[name])
+            times[name].append(time.perf_counter() - t0)
+    assert set(values.values()) == {n}, values
+    return times
 
 
 @perdure.step(name="bench.gated")
@@ -91,31 +110,34 @@ async def recovery_flow(marks: str) -> str:
 # --- the measurement ----------------------------------------------------------------------------------
 
 
-async def measure(url: str, steps: int, rounds: int) -> dict[str, Any]:
+async def measure(url: str, steps: int, rounds: int) -> dict[str, dict[str, Any]]:
+    """Per kind (``async``, ``sync``): the raw and perdure medians, their ratio and its interval."""
     backend = DBOSBackend(url)
     await asyncio.to_thread(worker.launch, backend.db)
-    raw: list[float] = []
-    ours: list[float] = []
+    times: dict[str, list[float]] = {name: [] for name in CONTENDERS}
     try:
         async with perdure.Client(backend) as client:
             await client.result(await client.start(side_by_side, 10), timeout=120)  # warm-up, not measured
             for _ in range(rounds):
-                timings = await client.result(await client.start(side_by_side, steps), timeout=900)
-                raw += timings["raw"]
-                ours += timings["perdure"]
+                for name, xs in (await client.result(await client.start(side_by_side, steps), timeout=900)).items():
+                    times[name] += xs
     finally:
         await asyncio.to_thread(worker.shutdown)
-    raw_ms, ours_ms = statistics.median(raw) * 1000, statistics.median(ours) * 1000
-    return {
-        "raw_ms": raw_ms,
-        "perdure_ms": ours_ms,
-        "ratio": ours_ms / raw_ms,
-        "ci": paired_ratio_ci(ours, raw),  # the i-th perdure step ran next to the i-th raw one
-        "mean_ratio": statistics.fmean(ours) / statistics.fmean(raw),
-        # The 10th percentile is the least disturbed by other processes on a shared machine.
-        "p10_ratio": statistics.quantiles(ours, n=10)[0] / statistics.quantiles(raw, n=10)[0],
-        "n": len(raw),
-    }
+    out = {}
+    for kind, (raw_name, ours_name) in PAIRS.items():
+        raw, ours = times[raw_name], times[ours_name]
+        raw_ms, ours_ms = statistics.median(raw) * 1000, statistics.median(ours) * 1000
+        out[kind] = {
+            "raw_ms": raw_ms,
+            "perdure_ms": ours_ms,
+            "ratio": ours_ms / raw_ms,
+            "ci": paired_ratio_ci(ours, raw),  # the i-th perdure step ran in the same round as the i-th raw one
+            "mean_ratio": statistics.fmean(ours) / statistics.fmean(raw),
+            # The 10th percentile is the least disturbed by other processes on a shared machine.
+            "p10_ratio": statistics.quantiles(ours, n=10)[0] / statistics.quantiles(raw, n=10)[0],
+            "n": len(raw),
+        }
+    return out
 
 
 def _spawn_worker(url: str, log: Path) -> subprocess.Popen[bytes]:
@@ -216,13 +238,14 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.stop()
             shutil.rmtree(workdir, ignore_errors=True)
-    print(f"\nmedian per-step time, {args.rounds} runs x {args.steps} interleaved pairs (same run, same DBOS)")
-    print(f"{'engine':<12}{'raw @DBOS.step':>16}{'perdure step':>15}{'ratio':>8}{'95% interval':>15}"
+    print(f"\nmedian per-step time, {args.rounds} runs x {args.steps} interleaved rounds (same run, same DBOS)")
+    print(f"{'engine':<12}{'body':<7}{'raw @DBOS.step':>16}{'perdure step':>15}{'ratio':>8}{'95% interval':>15}"
           f"{'mean ratio':>12}{'p10 ratio':>11}")
-    for engine, r in results.items():
-        lo, hi = r["ci"]
-        print(f"{engine:<12}{r['raw_ms']:>13.3f} ms{r['perdure_ms']:>12.3f} ms{r['ratio']:>8.3f}"
-              f"{f'{lo:.3f}-{hi:.3f}':>15}{r['mean_ratio']:>12.3f}{r['p10_ratio']:>11.3f}")
+    for engine, kinds in results.items():
+        for kind, r in kinds.items():
+            lo, hi = r["ci"]
+            print(f"{engine:<12}{kind:<7}{r['raw_ms']:>13.3f} ms{r['perdure_ms']:>12.3f} ms{r['ratio']:>8.3f}"
+                  f"{f'{lo:.3f}-{hi:.3f}':>15}{r['mean_ratio']:>12.3f}{r['p10_ratio']:>11.3f}")
     if recovery:
         print(f"\nrecovery after SIGKILL inside a step, median of {args.recovery} (goal <= 2 s from process start, "
               "standby <= 1 s from the kill)")

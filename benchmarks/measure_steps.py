@@ -38,9 +38,13 @@ async def memory_steps(steps: int, rounds: int) -> dict[str, Any]:
 async def dbos_steps(dep: Deployment, steps: int, rounds: int) -> dict[str, Any]:
     import bench_dbos
 
-    r = await bench_dbos.measure(dep.url, steps, rounds)
-    return {"comparisons": [comparison("@DBOS.step", r["raw_ms"] / 1e3, "perdure step", r["perdure_ms"] / 1e3,
-                                       mean_ratio=r["mean_ratio"], n=r["n"], ci=r["ci"])]}
+    kinds = await bench_dbos.measure(dep.url, steps, rounds)
+    labels = {"async": ("@DBOS.step", "perdure step"), "sync": ("sync @DBOS.step", "perdure sync step")}
+    return {"comparisons": [
+        comparison(labels[kind][0], r["raw_ms"] / 1e3, labels[kind][1], r["perdure_ms"] / 1e3,
+                   mean_ratio=r["mean_ratio"], n=r["n"], ci=r["ci"])
+        for kind, r in kinds.items()
+    ]}
 
 
 async def temporal_steps(dep: Deployment, calls: int, rounds: int) -> dict[str, Any]:

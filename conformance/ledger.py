@@ -88,14 +88,23 @@ class Ledger:
         """Called by step bodies: record the arrival; if the gate is armed, wait for its release."""
         self._exec("INSERT INTO arrivals VALUES (?, ?)", gate, time.time())
         delay = 0.005
-        while True:
-            rows = self._exec("SELECT released FROM gates WHERE gate=?", gate)
-            if not rows or rows[0][0]:
-                return
+        while not self._released(gate):
             # Back off to 50 ms: twenty steps held at gates must not eat the worker's CPU (an engine's
             # heartbeats run on the same event loop).
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+    def checkpoint_sync(self, gate: str) -> None:
+        """:meth:`checkpoint` for a sync step body, which waits in its own thread."""
+        self._exec("INSERT INTO arrivals VALUES (?, ?)", gate, time.time())
+        delay = 0.005
+        while not self._released(gate):
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def _released(self, gate: str) -> bool:
+        rows = self._exec("SELECT released FROM gates WHERE gate=?", gate)
+        return not rows or bool(rows[0][0])
 
     async def wait_arrivals(self, gate: str, count: int = 1, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

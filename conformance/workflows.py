@@ -39,6 +39,14 @@ async def pass_gate(label: str) -> None:
     await ledger.checkpoint(f"{rid}:{label}")
 
 
+def pass_gate_sync(label: str) -> None:
+    """:func:`pass_gate` for a sync step body (engines run it in a thread)."""
+    ledger = current_ledger()
+    rid = perdure.run_id()
+    ledger.record_call(label, rid, perdure.current_step().idempotency_key)
+    ledger.checkpoint_sync(f"{rid}:{label}")
+
+
 @perdure.step(name="conf.a")
 async def a(x: str) -> str:
     await pass_gate("a")
@@ -52,8 +60,10 @@ async def b(x: str) -> str:
 
 
 @perdure.step(name="conf.c")
-async def c(x: str) -> str:
-    await pass_gate("c")
+def c(x: str) -> str:
+    """A sync body: every engine runs it in a thread (DBOS as a sync DBOS step), and a kill inside it
+    must behave as inside an async one."""
+    pass_gate_sync("c")
     return f"{x}>c"
 
 

@@ -8,6 +8,8 @@ The split is the one of anyio's ``_core``/backends and httpx's transports:
   idempotency keys, nondeterminism checks, error mapping, recorded time and seeded randomness.
 * :func:`execute_step` / :func:`execute_attempt` run a step body (with perdure's retry loop, or one attempt
   at a time for engines that retry natively); engines call them where their step primitive runs code.
+  :func:`execute_step_sync` is the same loop for a sync body, in the thread an engine gives its sync
+  steps (DBOS runs a sync step's check, body and record in one executor thread).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import datetime as _dt
 import hashlib
 import random as _random
 import re
+import time
 import uuid as _uuid
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
@@ -107,20 +110,48 @@ async def execute_attempt(call: StepCall, attempt: int) -> Attempt:
     """Run one attempt of a step body."""
     s = get_step(call.name)
     token = _step.set((call, attempt))
-    args: Sequence[Any]
     try:
-        if call.local is None:
-            args, kwargs = s.codec.decode_args(call.args_json)
-        else:  # in-process arguments (see RunContext.call_step), handed over as they are
-            args, kwargs = call.local
+        args, kwargs = _arguments(s, call)
         value = await s.fn(*args, **kwargs) if s.is_async else await s.invoke(args, kwargs)
         output = s.codec.encode_result(value)
     except Exception as exc:  # CancelledError and other BaseExceptions propagate: they are not failures
-        error = ErrorInfo.of(exc)
-        env = Envelope(name=s.name, kind=s.kind, ok=False, error=error, attempts=attempt)
-        return Attempt(env.to_json(), error, s.retry.is_retryable(exc) and attempt < s.retry.max_attempts)
+        return _failed(s, attempt, exc)
     finally:
         _step.reset(token)
+    return _succeeded(s, call, attempt, value, output)
+
+
+def execute_attempt_sync(call: StepCall, attempt: int) -> Attempt:
+    """:func:`execute_attempt` for a step with a sync body, run in the calling thread: for engines that
+    run a sync step's record check, body and record together in one worker thread (DBOS)."""
+    s = get_step(call.name)
+    if s.is_async:
+        raise TypeError(f"execute_attempt_sync runs sync bodies; {s.kind_value} {s.name!r} is async")
+    token = _step.set((call, attempt))
+    try:
+        args, kwargs = _arguments(s, call)
+        value = s.fn(*args, **kwargs)
+        output = s.codec.encode_result(value)
+    except Exception as exc:
+        return _failed(s, attempt, exc)
+    finally:
+        _step.reset(token)
+    return _succeeded(s, call, attempt, value, output)
+
+
+def _arguments(s: Step[Any, Any], call: StepCall) -> tuple[Sequence[Any], dict[str, Any]]:
+    if call.local is None:
+        return s.codec.decode_args(call.args_json)
+    return call.local  # in-process arguments (see RunContext.call_step), handed over as they are
+
+
+def _failed(s: Step[Any, Any], attempt: int, exc: Exception) -> Attempt:
+    error = ErrorInfo.of(exc)
+    env = Envelope(name=s.name, kind=s.kind, ok=False, error=error, attempts=attempt)
+    return Attempt(env.to_json(), error, s.retry.is_retryable(exc) and attempt < s.retry.max_attempts)
+
+
+def _succeeded(s: Step[Any, Any], call: StepCall, attempt: int, value: Any, output: str) -> Attempt:
     # The envelope of a success, assembled around the already-encoded output: this runs on every step, and
     # parsing the output only to serialize it again cost more than the rest of the attempt. It is the
     # same JSON as Envelope(..., ok=True, output=...).to_json().
@@ -147,6 +178,17 @@ async def execute_step(call: StepCall, *, sleep: Callable[[float], Awaitable[Any
         if not outcome.retry:
             return outcome.envelope
         await sleep(get_step(call.name).retry.delay(attempt))
+        attempt += 1
+
+
+def execute_step_sync(call: StepCall) -> str:
+    """:func:`execute_step` for a sync body, in the calling thread (the retry delays sleep that thread)."""
+    attempt = 1
+    while True:
+        outcome = execute_attempt_sync(call, attempt)
+        if not outcome.retry:
+            return outcome.envelope
+        time.sleep(get_step(call.name).retry.delay(attempt))
         attempt += 1
 
 

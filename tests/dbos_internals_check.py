@@ -1,4 +1,5 @@
-"""Checks, in a process of its own, every DBOS assumption of perdure/adapters/dbos/internals.py and replay.py.
+"""Checks, in a process of its own, every DBOS assumption of perdure/adapters/dbos/internals.py and replay.py,
+and that a sync step body runs as a sync DBOS step (journal.py).
 
 Run by tests/test_dbos_units.py as ``python dbos_internals_check.py SQLITE_PATH``: it launches a perdure
 DBOS worker in this process (DBOS is a process-wide singleton, so not in pytest's), runs a perdure run and
@@ -12,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import sys
-from typing import Any
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from dbos import DBOS
 
@@ -21,6 +24,8 @@ from perdure.adapters.dbos import internals, worker
 from perdure.adapters.dbos.backend import DBOSBackend
 from perdure.adapters.dbos.replay import NOT_ANSWERED, RecordedRun
 from perdure.adapters.dbos.serializer import SERIALIZER, RawJSON
+
+T = TypeVar("T")
 
 
 @perdure.step(name="check.add")
@@ -37,6 +42,42 @@ async def flow() -> int:
 
 async def _step_id() -> int | None:
     return DBOS.step_id
+
+
+# A sync step body is a sync DBOS step: one hand-off to a DBOS thread for the record check, the body and
+# the record (journal.py). Hand-offs are counted as the workflow's own asyncio.to_thread calls.
+HANDOFFS: dict[str, Any] = {"task": None, "count": 0}
+SEEN: list[dict[str, Any]] = []
+_to_thread = asyncio.to_thread
+
+
+async def _counting_to_thread(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    if asyncio.current_task() is HANDOFFS["task"]:
+        HANDOFFS["count"] += 1
+    return await _to_thread(func, *args, **kwargs)
+
+
+@perdure.step(name="check.sync_add", retry=perdure.RetryPolicy(max_attempts=2, initial_interval=0.01))
+def sync_add(x: int) -> dict[str, int]:
+    SEEN.append({"thread": threading.current_thread() is threading.main_thread(), "step_id": DBOS.step_id,
+                 "key": perdure.idempotency_key(), "attempt": perdure.current_step().attempt})
+    if len(SEEN) == 1:
+        raise ConnectionError("transient")  # perdure's retry loop runs in the same thread
+    return {"x": x + 1}
+
+
+async def _handoffs(call: Callable[[], Awaitable[Any]]) -> int:
+    HANDOFFS["task"], HANDOFFS["count"] = asyncio.current_task(), 0
+    try:
+        await call()
+        return int(HANDOFFS["count"])
+    finally:
+        HANDOFFS["task"] = None
+
+
+@perdure.workflow(name="check.sync")
+async def sync_flow() -> list[int]:
+    return [await _handoffs(lambda: sync_add(1)), await _handoffs(lambda: add(1))]
 
 
 @DBOS.workflow(name="check.reserve")
@@ -74,6 +115,23 @@ async def main(path: str) -> None:
             assert decoded == seen["output"], (op, answer, seen)
         first_step = recorded.answer(ops[0].function_id)
         assert isinstance(first_step, RawJSON) and first_step == ops[0].output  # the very text DBOS stored
+
+        # A sync step (here the run's first operation): one hand-off, DBOS's step context in the body's
+        # thread, perdure's retries inside it; an async step takes DBOS's three (one is a no-op).
+        asyncio.to_thread = _counting_to_thread  # type: ignore[assignment]
+        try:
+            async with perdure.Client(backend) as client:
+                sid = await client.start(sync_flow)
+                sync_handoffs, async_handoffs = await client.result(sid, timeout=60)
+        finally:
+            asyncio.to_thread = _to_thread
+        assert sync_handoffs == 1, (sync_handoffs, async_handoffs)
+        sync_ops = internals.recorded_operations(sid)
+        assert [op.function_name for op in sync_ops] == ["step:check.sync_add", "step:check.add"], sync_ops
+        assert [s["attempt"] for s in SEEN] == [1, 2] and not any(s["thread"] for s in SEEN), SEEN
+        assert {s["step_id"] for s in SEEN} == {sync_ops[0].function_id} and SEEN[0]["key"] == f"{sid}:0", SEEN
+        assert '"attempts":2' in sync_ops[0].output, sync_ops[0]
+        print(f"hand-offs: sync step {sync_handoffs}, async step {async_handoffs}")
 
         # DBOS.reserve_step / StepReservation.run_async: the step-ID arithmetic the replay relies on.
         handle = await DBOS.start_workflow_async(reserve)

@@ -9,7 +9,9 @@ How SEMANTICS.md maps onto DBOS:
 * **Step / tool** -- one DBOS step named ``"step:<name>"`` / ``"tool:<name>"`` whose output is the perdure
   envelope (JSON). perdure's retry loop runs inside it (:func:`~perdure.core.runtime.execute_step`), so a
   failure is recorded as a failed envelope the workflow can catch. A step killed in flight has no record
-  and runs again on recovery; a recorded one is returned by DBOS without running.
+  and runs again on recovery; a recorded one is returned by DBOS without running. A step with a sync
+  body is a sync DBOS step (:func:`~perdure.core.runtime.execute_step_sync`): DBOS runs its record check,
+  the body and the record in one executor thread, as it does its own sync steps.
 * **Nondeterminism** -- DBOS checks the recorded step name at each step ID; a mismatch
   (``DBOSUnexpectedStepError``) becomes perdure's :class:`NonDeterminismError` with the same message as on
   every engine.
@@ -31,9 +33,10 @@ How SEMANTICS.md maps onto DBOS:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pydantic_core
@@ -43,10 +46,12 @@ from dbos._core import StepOptions
 from dbos._error import DBOSUnexpectedStepError
 
 from ...core.errors import NonDeterminismError
+from ...core.registry import get_step
 from ...core.runtime import (
     Journal,
     decision_envelope,
     execute_step,
+    execute_step_sync,
     run_workflow,
     sleep_envelope,
     timeout_envelope,
@@ -126,6 +131,16 @@ async def _execute(call: StepCall) -> RawJSON:
     return RawJSON(await execute_step(call))
 
 
+def _execute_sync(call: StepCall) -> RawJSON:
+    """The same for a sync body, as a sync DBOS step: one hand-off to a DBOS thread for the check, the body
+    and the record, where an async DBOS step running the body in a thread of its own takes four."""
+    return RawJSON(execute_step_sync(call))
+
+
+def _body(call: StepCall) -> Callable[[StepCall], Any]:
+    return _execute if get_step(call.name).is_async else _execute_sync
+
+
 def _nondeterminism(position: int, recorded: str, kind: str, name: str) -> NonDeterminismError:
     return NonDeterminismError(position, describe_op(recorded), f"{kind.split('.')[0]} {name!r}")
 
@@ -147,7 +162,7 @@ class DBOSJournal(Journal):
         self.run_id = run_id
         self.recorded: RecordedRun | None = FIRST
 
-    async def _op(self, position: int, kind: str, name: str, fn: Callable[..., Coroutine[Any, Any, Any]],
+    async def _op(self, position: int, kind: str, name: str, fn: Callable[..., Any],
                   *args: Any, options: StepOptions | None = None) -> Any:
         """Run ``fn(*args)`` as the DBOS step of this operation (or return its recorded output on replay)."""
         if options is None:
@@ -162,8 +177,7 @@ class DBOSJournal(Journal):
         except DBOSUnexpectedStepError as exc:
             raise _nondeterminism(position, exc.inputs[3], kind, name) from None
 
-    async def _first(self, options: StepOptions, fn: Callable[..., Coroutine[Any, Any, Any]],
-                     args: tuple[Any, ...]) -> Any:
+    async def _first(self, options: StepOptions, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         """The run's first operation, through DBOS. If DBOS answers it from its record without running it,
         this execution is a recovery: read the rest of the run's record at once for the next ones."""
         self.recorded = None  # operations started while this one runs go through DBOS
@@ -174,7 +188,12 @@ class DBOSJournal(Journal):
             ran = True
             return await fn(*args)
 
-        output = await DBOS.run_step_async(options, probe)
+        def probe_sync() -> Any:  # a sync operation stays a sync DBOS step
+            nonlocal ran
+            ran = True
+            return fn(*args)
+
+        output = await DBOS.run_step_async(options, probe if inspect.iscoroutinefunction(fn) else probe_sync)
         if not ran:
             try:
                 self.recorded = RecordedRun(await asyncio.to_thread(internals.recorded_operations, self.run_id))
@@ -184,7 +203,7 @@ class DBOSJournal(Journal):
         return output
 
     async def _replay(self, recorded: RecordedRun, position: int, kind: str, name: str, options: StepOptions,
-                      fn: Callable[..., Coroutine[Any, Any, Any]], args: tuple[Any, ...]) -> Any:
+                      fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         """An operation of a recovered run: answered from its record, or run by DBOS at its step ID."""
         reservation = DBOS.reserve_step()  # the step ID DBOS would give this operation
         function_id = reservation.step_id
@@ -210,11 +229,11 @@ class DBOSJournal(Journal):
         options = call_options(call)
         if self.recorded is None:  # the common path: one DBOS step, nothing else
             try:
-                output = await DBOS.run_step_async(options, _execute, call)
+                output = await DBOS.run_step_async(options, _body(call), call)
             except DBOSUnexpectedStepError as exc:
                 raise _nondeterminism(call.position, exc.inputs[3], call.kind.value, call.name) from None
         else:
-            output = await self._op(call.position, call.kind.value, call.name, _execute, call, options=options)
+            output = await self._op(call.position, call.kind.value, call.name, _body(call), call, options=options)
         return output if type(output) is RawJSON else envelope_text(output)
 
     async def approval(self, request: ApprovalRequest) -> str:
