@@ -212,7 +212,8 @@ METHOD = """\
 - **Per-step overhead** — each engine's own micro-benchmark, which times perdure's step and the raw SDK's
   primitive with the same trivial body in one process: `bench_memory.py` (perdure step vs a bare await;
   a ratio to a 0.1 µs await means little, so the absolute overhead is shown), `bench_dbos.py` (raw
-  `@DBOS.step` and perdure step interleaved in one DBOS workflow), `bench_temporal.py` (perdure step and a
+  DBOS steps and perdure steps interleaved in one DBOS workflow, with an async body and with a sync one:
+  a raw sync step is `DBOS.run_step_async` of a plain function, as DBOS runs sync steps from async code), `bench_temporal.py` (perdure step and a
   raw activity / local activity alternating in one workflow run, production profile; ratio: median of
   the per-run ratios), `bench_restate.py` (raw `ctx.run` and perdure step interleaved in one invocation).
   The 95 % interval is a bootstrap over the samples, perdure's i-th step kept with the raw i-th it ran

@@ -7,10 +7,10 @@ import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 import perdure
 from perdure import (
@@ -354,3 +354,93 @@ def test_payload_limit_from_environment(monkeypatch: pytest.MonkeyPatch) -> None
         encode("x" * 2000, where="test value")
     with pytest.raises(SerializationError, match="must be an integer"):  # found at start, before any value
         perdure.Client("memory://")
+
+
+# --- decoding: JSON text under the annotation (strict models, Annotated constraints), never shared --------
+
+
+class StrictStamp(BaseModel):
+    model_config = ConfigDict(strict=True)
+    at: dt.datetime
+    n: int
+
+
+STAMPED_AT = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+
+
+@perdure.step(name="t.decoding.stamp")
+async def strict_stamp(n: int) -> StrictStamp:
+    return StrictStamp(at=STAMPED_AT, n=n)
+
+
+@perdure.step(name="t.decoding.echo_stamp")
+async def echo_stamp(s: StrictStamp) -> StrictStamp:
+    return s
+
+
+@perdure.step(name="t.decoding.positive")
+async def positive(x: Annotated[int, Field(gt=0)]) -> int:
+    return x
+
+
+@perdure.step(name="t.decoding.claims_positive")
+async def claims_positive(x: int) -> Annotated[int, Field(gt=0)]:
+    return x
+
+
+SHARED = {"items": [1, 2]}
+
+
+@perdure.step(name="t.decoding.shared")
+async def shared() -> dict[str, Any]:
+    return SHARED
+
+
+@perdure.workflow(name="t.decoding.strict")
+async def strict_flow() -> StrictStamp:
+    first = await strict_stamp(1)
+    return await echo_stamp(first)  # a model argument: encoded, then decoded for the body
+
+
+@perdure.workflow(name="t.decoding.constraints")
+async def constraints_flow(x: int) -> list[str]:
+    out = []
+    for call in (positive, claims_positive):
+        try:
+            out.append(str(await call(x)))
+        except perdure.SerializationError as exc:
+            out.append(str(exc).splitlines()[0])
+    return out
+
+
+@perdure.workflow(name="t.decoding.isolated")
+async def isolated_flow() -> dict[str, Any]:
+    got = await shared()
+    got["items"].append(3)  # the workflow's value is its own: the body's object is untouched
+    return got
+
+
+def test_a_strict_model_with_a_datetime_round_trips_as_output_argument_and_workflow_result() -> None:
+    async def body(client: perdure.Client) -> Any:
+        return await client.result(await client.start(strict_flow), timeout=10)
+
+    out = on_memory(body)
+    assert out == StrictStamp(at=STAMPED_AT, n=1) and type(out) is StrictStamp
+
+
+def test_annotated_constraints_hold_for_arguments_and_outputs() -> None:
+    async def body(client: perdure.Client) -> Any:
+        return [await client.result(await client.start(constraints_flow, x), timeout=10) for x in (5, -1)]
+
+    ok, bad = on_memory(body)
+    assert ok == ["5", "5"]
+    assert bad[0].startswith("cannot decode argument 'x' of step 't.decoding.positive': 1 validation error")
+    assert bad[1].startswith("cannot decode output of step 't.decoding.claims_positive' as typing.Annotated[int")
+
+
+def test_the_workflow_never_gets_the_body_s_own_object() -> None:
+    async def body(client: perdure.Client) -> Any:
+        return await client.result(await client.start(isolated_flow), timeout=10)
+
+    assert on_memory(body) == {"items": [1, 2, 3]}
+    assert SHARED == {"items": [1, 2]}
