@@ -133,7 +133,7 @@ class _Session:
             step = register_tool(tool, self.tool_retry)
             invoker = DurableInvoker(tool, step, self)
             copy = _copy(tool)
-            copy.on_invoke_tool = invoker
+            copy.on_invoke_tool = invoker.on_invoke_tool()
             # The timeout moves into the step: a timer racing a step in the workflow would diverge on replay.
             copy.timeout_seconds = None
             invoker.tool = copy

@@ -226,6 +226,15 @@ class DurableInvoker:
             self.session.remember(exc)
             raise
 
+    def on_invoke_tool(self) -> Callable[[ToolContext[Any], str], Awaitable[Any]]:
+        """What the tool copy's ``on_invoke_tool`` is set to: a plain function calling this invoker.
+
+        Before every call the SDK reads the signature and type hints of ``on_invoke_tool`` to choose the
+        context it passes (``agents.tool._get_function_tool_invoke_context``): an unannotated function
+        is the cheapest thing to inspect (~8 µs, against ~35 µs for this object), and gets the full
+        ``ToolContext`` as every other form does."""
+        return lambda ctx, arguments: self(ctx, arguments)
+
     async def _call(self, ctx: ToolContext[Any], arguments: str) -> Any:
         run = self.session.run_context()
         call_id = ctx.tool_call_id
