@@ -158,8 +158,8 @@ class CallCodec:
         except Exception:  # unresolvable forward references: fall back to plain JSON
             hints = {}
         self.return_annotation: Any = hints.get("return", Any)
-        self._result_adapter = adapter_for(self.return_annotation)
-        self._result_is_any = self._result_adapter is _ANY_ADAPTER
+        # Built here, at registration: an annotation pydantic cannot handle fails where it is declared.
+        self._result_is_any = adapter_for(self.return_annotation) is _ANY_ADAPTER
         self._result_unchanged = _unchanged_types(self.return_annotation)
         self.params: list[tuple[str, inspect._ParameterKind, Any]] = []
         for p in self.signature.parameters.values():
@@ -168,6 +168,7 @@ class CallCodec:
                 ann = list[ann]  # type: ignore[valid-type]
             elif p.kind is inspect.Parameter.VAR_KEYWORD:
                 ann = dict[str, ann]  # type: ignore[valid-type]
+            adapter_for(ann)  # as for the result: an annotation pydantic cannot handle fails at registration
             self.params.append((p.name, p.kind, ann))
         positional_kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
         params = list(self.signature.parameters.values())
