@@ -14,7 +14,7 @@ import statistics
 from typing import Any
 
 from engines import Deployment
-from stats import paired_ratio_ci
+from stats import paired_ratio_ci, ratio_of_medians
 
 
 def comparison(raw: str, raw_s: float, perdure: str, perdure_s: float, **extra: Any) -> dict[str, Any]:
@@ -49,28 +49,29 @@ async def dbos_steps(dep: Deployment, steps: int, rounds: int) -> dict[str, Any]
 
 async def temporal_steps(dep: Deployment, calls: int, rounds: int) -> dict[str, Any]:
     """bench_temporal's ``compare`` (perdure step and raw activity / local activity alternating in one run,
-    production profile) ``rounds`` times: medians of the per-run medians, and the median per-run ratio."""
+    production profile) ``rounds`` times. The ratio and its interval pool every call, the i-th perdure call
+    paired with the raw one it alternated with, as on the other engines; the per-run ratios are kept too
+    (runs differ more than the two sides of one run)."""
     import bench_temporal
 
     address = dep.server.address  # type: ignore[attr-defined]
-    medians: dict[str, dict[str, list[float]]] = {}
+    pooled: dict[str, dict[str, list[float]]] = {}
+    per_run: dict[str, list[float]] = {}
     for _ in range(rounds):
         for mode, sides in (await bench_temporal.compare(address, "production", calls)).items():
             for side, xs in sides.items():
-                medians.setdefault(mode, {}).setdefault(side, []).append(statistics.median(xs))
-    m = {mode: {side: statistics.median(xs) for side, xs in sides.items()} for mode, sides in medians.items()}
+                pooled.setdefault(mode, {}).setdefault(side, []).extend(xs)
+            per_run.setdefault(mode, []).append(ratio_of_medians(sides["perdure"], sides["raw"]))
 
-    def ratio(mode: str) -> float:  # per run, then the median: runs differ more than the sides of one run
-        return statistics.median(p / r for p, r in zip(medians[mode]["perdure"], medians[mode]["raw"], strict=True))
+    def compared(mode: str, raw: str, ours: str) -> dict[str, Any]:
+        xs, ys = pooled[mode]["perdure"], pooled[mode]["raw"]
+        return comparison(raw, statistics.median(ys), ours, statistics.median(xs), n=len(xs),
+                          mean_ratio=statistics.fmean(xs) / statistics.fmean(ys), ci=paired_ratio_ci(xs, ys),
+                          per_run_ratios=per_run[mode])
 
     return {
-        "comparisons": [
-            comparison("activity", m["activity"]["raw"], "perdure step (activity)", m["activity"]["perdure"],
-                       ratio=ratio("activity")),
-            comparison("local activity", m["local"]["raw"], "perdure step (local)", m["local"]["perdure"],
-                       ratio=ratio("local")),
-        ],
-        "rounds_ms": {mode: {side: [x * 1e3 for x in xs] for side, xs in sides.items()} for mode, sides in medians.items()},
+        "comparisons": [compared("activity", "activity", "perdure step (activity)"),
+                        compared("local", "local activity", "perdure step (local)")],
         "profile": "production",
     }
 

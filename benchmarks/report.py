@@ -213,9 +213,10 @@ METHOD = """\
   primitive with the same trivial body in one process: `bench_memory.py` (perdure step vs a bare await;
   a ratio to a 0.1 µs await means little, so the absolute overhead is shown), `bench_dbos.py` (raw
   DBOS steps and perdure steps interleaved in one DBOS workflow, with an async body and with a sync one:
-  a raw sync step is `DBOS.run_step_async` of a plain function, as DBOS runs sync steps from async code), `bench_temporal.py` (perdure step and a
-  raw activity / local activity alternating in one workflow run, production profile; ratio: median of
-  the per-run ratios), `bench_restate.py` (raw `ctx.run` and perdure step interleaved in one invocation).
+  a raw sync step is `DBOS.run_step_async` of a plain function, as DBOS runs sync steps from async
+  code), `bench_temporal.py` (perdure step and a raw activity / local activity alternating in one
+  workflow run, production profile), `bench_restate.py` (raw `ctx.run` and perdure step interleaved in
+  one invocation).
   The 95 % interval is a bootstrap over the samples, perdure's i-th step kept with the raw i-th it ran
   next to (benchmarks/stats.py): a ratio of 1.03 whose interval reaches 1.06 is not "within 1.05".
 - **Agent turn** — each workflow run times, in rotating order, one turn per contender: `Runner.run` (not

@@ -49,7 +49,7 @@ def sizes(quick: bool) -> dict[str, Any]:
         return {"memory_steps": (500, 2), "dbos_steps": (30, 1), "temporal_steps": (10, 1), "restate_steps": (20, 1),
                 "agent": (3, 1), "recovery": 2, "resume": [10, 100], "resume_repeats": 1,
                 "throughput": (20, 1), "memory": (20, 1)}
-    return {"memory_steps": (5000, 5), "dbos_steps": (500, 4), "temporal_steps": (100, 3), "restate_steps": (200, 5),
+    return {"memory_steps": (5000, 5), "dbos_steps": (500, 4), "temporal_steps": (300, 3), "restate_steps": (200, 5),
             "agent": (40, 15), "recovery": 5, "resume": [10, 100, 1000, 10000], "resume_repeats": 3,
             "throughput": (100, 3), "memory": (100, 2)}
 
