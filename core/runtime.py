@@ -156,13 +156,15 @@ def _succeeded(s: Step[Any, Any], call: StepCall, attempt: int, value: Any, outp
     # parsing the output only to serialize it again cost more than the rest of the attempt. It is the
     # same JSON as Envelope(..., ok=True, output=...).to_json().
     envelope = f'{s.ok_envelope_prefix}{output},"error":null,"attempts":{attempt}}}'
+    if not call.in_process:  # the workflow is elsewhere and decodes the envelope it gets back
+        return Attempt(envelope, None, False)
+    # The workflow that made this call runs in this process and decodes this output as soon as the engine
+    # has recorded it (see call_step); the value is known already, or decoded here from the same text.
+    # Here is cheaper: on engines that hand the step to other threads (DBOS) the workflow resumes with
+    # cold caches, while the output's types were just used to build and encode it.
     if s.codec.result_passes_unchanged(value):
-        call.ran = (envelope, value)  # decoding the envelope would give `value` back: see call_step
-    elif call.in_process:
-        # The workflow that made this call runs in this process and decodes this output as soon as the
-        # engine has recorded it; decoding it here instead, from the same text, gives it the same value.
-        # Here is cheaper: on engines that hand the step to other threads (DBOS) the workflow resumes
-        # with cold caches, while the output's types were just used to build and encode it.
+        call.ran = (envelope, value)
+    else:
         try:
             call.ran = (envelope, s.codec.decode_result(output))
         except Exception:  # noqa: BLE001  # the workflow's own decode raises it, as on every replay
