@@ -51,6 +51,7 @@ class Harness(ABC):
         self._client: Client | None = None
         self._ids = 0
         self.ready_at = 0.0  # wall-clock time the last started worker reported ready
+        self.logs: dict[str, str] = {}  # scenario -> what the workers printed while it ran
 
     @property
     def client(self) -> Client:
@@ -81,6 +82,13 @@ class Harness(ABC):
     async def restart_worker(self) -> None:
         await self.kill_worker()
         await self.start_worker()
+
+    def mark_logs(self) -> None:
+        """Start a scenario's log window: :meth:`scenario_logs` returns what workers print after this."""
+
+    def scenario_logs(self) -> str:
+        """What the workers printed since :meth:`mark_logs` (empty where workers print nothing of their own)."""
+        return ""
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):
@@ -198,6 +206,7 @@ class ProcessHarness(Harness):
         self.workers = workers
         self.procs: list[subprocess.Popen[bytes]] = []
         self._log_index = 0
+        self._log_marks: dict[Path, int] = {}  # worker log -> its size when the scenario began
 
     def make_backend(self) -> Backend:
         return self.cls(self.url)
@@ -256,10 +265,18 @@ class ProcessHarness(Harness):
     def set_variant(self, variant: str) -> None:
         self.variant = variant
 
-    def worker_logs(self) -> str:
+    def mark_logs(self) -> None:
+        self._log_marks = {path: path.stat().st_size for path in self.workdir.glob("worker-*.log")}
+
+    def scenario_logs(self, tail: int = 4000) -> str:
+        """The last ``tail`` characters each worker printed during this scenario, one section per worker."""
         parts = []
-        for path in sorted(self.workdir.glob("worker-*.log")):
-            parts.append(f"--- {path.name}\n{path.read_text(errors='replace')[-4000:]}")
+        for path in sorted(self.workdir.glob("worker-*.log"), key=lambda p: int(p.stem.split("-")[1])):
+            with open(path, "rb") as f:
+                f.seek(self._log_marks.get(path, 0))
+                text = f.read().decode(errors="replace")
+            if text.strip():
+                parts.append(f"--- {path.name}\n{text[-tail:]}")
         return "\n".join(parts)
 
 

@@ -38,7 +38,12 @@ class Ledger:
             db.executescript(_SCHEMA)
 
     def _db(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        # The ledger must outlive SIGKILLed processes, not a machine crash: no fsync. Step bodies write it
+        # on their event loop, and an fsync that a busy disk holds for longer than a Temporal heartbeat
+        # timeout (0.4 s in the test profile) got a live step re-run: a false "ran twice".
+        db.execute("PRAGMA synchronous=OFF")
+        return db
 
     def _exec(self, sql: str, *params: object) -> list[tuple[object, ...]]:
         db = self._db()

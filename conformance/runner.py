@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import ConfigurationError
-from .harness import Harness, MemoryHarness, ProcessHarness, harness_for
+from .harness import Harness, MemoryHarness, harness_for
 from .scenarios import SCENARIOS, Scenario
 
 # Features a backend may declare unsupported. Everything in SEMANTICS.md is required, so this is empty:
@@ -61,17 +61,18 @@ def check_capabilities(h: Harness) -> None:
 
 
 async def run_one(h: Harness, s: Scenario) -> tuple[Any, str | None, float]:
-    """Run one scenario; returns (trace, error text, seconds)."""
+    """Run one scenario; returns (trace, error text, seconds). What the workers printed meanwhile is kept
+    in ``h.logs[s.name]`` for the verdict."""
     t0 = time.monotonic()
+    h.mark_logs()
     try:
         await h.start_worker()
         result = await asyncio.wait_for(s.fn(h), SCENARIO_TIMEOUT)
         return result, None, time.monotonic() - t0
     except Exception as exc:
-        detail = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=6)}"
-        if isinstance(h, ProcessHarness):
-            detail += "\n" + h.worker_logs()[-3000:]
-        return None, detail, time.monotonic() - t0
+        return None, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=6)}", time.monotonic() - t0
+    finally:
+        h.logs[s.name] = h.scenario_logs()
 
 
 def judge(s: Scenario, h: Harness, expected: Any, got: Any, error: str | None, seconds: float) -> Outcome:
@@ -86,7 +87,10 @@ def judge(s: Scenario, h: Harness, expected: Any, got: Any, error: str | None, s
         return Outcome("XPASS", seconds, f"declared a known failure ({known}) but passes: remove the entry", got)
     if not problems:
         return Outcome("PASS", seconds, "", got)
-    return Outcome("ERROR" if error else "FAIL", seconds, "\n".join(problems[:20]), got)
+    detail = "\n".join(problems[:20])
+    if logs := h.logs.get(s.name):  # a wrong result on a loaded CI machine is explained by what workers said
+        detail += "\n\nworker output during the scenario:\n" + logs
+    return Outcome("ERROR" if error else "FAIL", seconds, detail, got)
 
 
 async def run_harness(h: Harness, scenarios: list[Scenario], progress: Any = None) -> dict[str, tuple[Any, str | None, float]]:

@@ -132,6 +132,21 @@ async def noop(i: int) -> int:
     return i
 
 
+@perdure.step(name="tt.blocks_once")
+async def blocks_once(seconds: float) -> int:
+    """Blocks its event loop (sync sleep inside ``async def``) on its first attempt only."""
+    await gate("blocks_once")
+    arrivals = len((_root() / "arrivals" / f"{perdure.run_id()}:blocks_once").read_text().splitlines())
+    if arrivals == 1:
+        time.sleep(seconds)  # noqa: ASYNC251 -- the point of this step
+    return arrivals
+
+
+@perdure.workflow(name="tt.blocking")
+async def blocking(seconds: float) -> int:
+    return await blocks_once(seconds)
+
+
 @perdure.workflow(name="tt.steps")
 async def steps(n: int) -> int:
     """``n`` trivial steps: the benchmark's workload."""

@@ -6,15 +6,16 @@ suite would be too weak to prove anything about real engines.
 
 from __future__ import annotations
 
+import asyncio
 from typing import ClassVar
 
 import pytest
 
 from perdure.adapters.memory import MemoryBackend, MemoryEngine
 from perdure.adapters.memory.engine import MemoryJournal
-from perdure.conformance.harness import MemoryHarness
-from perdure.conformance.runner import check_capabilities, render, run_matrix
-from perdure.conformance.scenarios import SCENARIOS, by_name
+from perdure.conformance.harness import Harness, MemoryHarness, ProcessHarness
+from perdure.conformance.runner import check_capabilities, judge, render, run_harness, run_matrix
+from perdure.conformance.scenarios import SCENARIOS, Scenario, by_name
 from perdure.core.backend import Capabilities
 from perdure.core.errors import ConfigurationError
 from perdure.core.types import Decision, Envelope, StepCall
@@ -140,3 +141,34 @@ def test_required_features_cannot_be_declared_unsupported() -> None:
 
     with pytest.raises(ConfigurationError, match="Required features cannot be skipped"):
         check_capabilities(MemoryHarness(Skips, name="skips"))
+
+
+class _LogOnlyHarness(ProcessHarness):
+    """A process harness whose "workers" are only their log files (no engine is started)."""
+
+    async def start_worker(self) -> None:
+        pass
+
+
+def test_a_failed_verdict_carries_what_the_workers_printed_during_the_scenario() -> None:
+    """A result that differs on a loaded CI machine must be explainable from the test report alone."""
+    h = _LogOnlyHarness("dbos+sqlite")
+    try:
+        (h.workdir / "worker-1.log").write_text("printed during an earlier scenario\n")
+
+        async def runs_twice(h: Harness) -> dict[str, int]:
+            with open(h.workdir / "worker-1.log", "a") as log:
+                log.write("activity timed out, retrying\n")
+            (h.workdir / "worker-2.log").write_text("perdure worker ready\n")
+            return {"calls": 2}
+
+        s = Scenario("runs_twice", 1, "", runs_twice)
+        got = asyncio.run(run_harness(h, [s]))["runs_twice"]
+        outcome = judge(s, h, {"calls": 1}, *got)
+        assert outcome.result == "FAIL"
+        assert ".calls: expected 1, got 2" in outcome.detail
+        assert "activity timed out, retrying" in outcome.detail and "perdure worker ready" in outcome.detail
+        assert "earlier scenario" not in outcome.detail
+        assert judge(s, h, {"calls": 2}, *got).detail == ""  # a pass carries nothing
+    finally:
+        h.teardown()

@@ -242,6 +242,27 @@ def test_kill_inside_a_step_reruns_only_that_step_on_the_standby_worker(workers:
     assert len(app.arrivals(root, f"{run_id}:a")) == 1  # completed before the kill: never again
 
 
+def test_a_step_blocking_its_event_loop_past_the_heartbeat_timeout_is_rerun_and_the_worker_says_why(
+    workers: Workers, root: Path
+) -> None:
+    """Temporal cannot tell a blocked worker from a dead one: the step runs again although its first
+    attempt was alive. The worker's log names the step and the cause."""
+    workers.start()
+    run_id = rid("blocks")
+
+    async def main() -> int:
+        async with perdure.Client(workers.url) as client:
+            await client.start(app.blocking, 1.5, run_id=run_id)  # the test profile's timeout is 0.4 s
+            return await client.result(run_id, timeout=PATIENCE)
+
+    # The output is a later attempt's: the first one's completion was refused. (Attempts the worker took
+    # while its loop was blocked time out too, so it may be the third or fourth.)
+    assert asyncio.run(main()) >= 2
+    log = (root / "worker-0.log").read_text()
+    assert "step 'tt.blocks_once': no heartbeat could be sent for 1." in log, log
+    assert "past the heartbeat timeout (0.4 s) Temporal runs the step again" in log
+
+
 def test_kill_between_steps_then_restart(workers: Workers, root: Path) -> None:
     first = workers.start()
     run_id = rid("between")

@@ -15,14 +15,17 @@ with Temporal's native retries:
   (An attempt killed before its first heartbeat is not seen, and the count goes on from the last failure.)
 
 Heartbeats are automatic (a background task beats several times per heartbeat timeout), so step code
-never calls Temporal. A step that blocks the event loop (sync code inside ``async def``) starves them;
-write blocking steps as plain ``def`` (they run in a thread).
+never calls Temporal. A step that blocks the event loop (sync code inside ``async def``) starves them,
+and past the heartbeat timeout Temporal believes the worker dead and runs the step again, though the
+first attempt is alive: the worker logs a warning when a beat comes late by half the timeout or more.
+Write blocking steps as plain ``def`` (they run in a thread).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -33,6 +36,8 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from ...core.registry import get_step
 from ...core.runtime import execute_attempt
 from .payloads import STEP_ACTIVITY, decode_call, raw
+
+log = logging.getLogger("perdure.temporal")
 
 
 def _attempt(info: activity.Info) -> int:
@@ -45,12 +50,42 @@ def _attempt(info: activity.Info) -> int:
     return 1  # first attempt, or the previous one died with its worker
 
 
-async def _beat(details: dict[str, Any], every: float) -> None:
-    # The first beat waits too: most steps finish well within a heartbeat timeout and never send one
-    # (Temporal times a silent attempt from its start, so a dead worker is noticed all the same).
-    while True:
-        await asyncio.sleep(every)
-        activity.heartbeat(details)
+class _Heartbeats:
+    """Beats ``every`` seconds while an attempt runs, and notices when its event loop let none through."""
+
+    def __init__(self, details: dict[str, Any], timeout: float, step: str) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.details, self.timeout, self.step = details, timeout, step
+        self.every = max(timeout / 4, 0.01)
+        self.last = self.loop.time()  # the attempt's start, then each beat
+        self.warned = False
+        self.task = self.loop.create_task(self._beat())
+
+    async def _beat(self) -> None:
+        # The first beat waits too: most steps finish well within a heartbeat timeout and never send one
+        # (Temporal times a silent attempt from its start, so a dead worker is noticed all the same).
+        while True:
+            await asyncio.sleep(self.every)
+            self._check()
+            activity.heartbeat(self.details)
+
+    def _check(self) -> None:
+        now = self.loop.time()
+        silent, self.last = now - self.last, now
+        if silent >= self.timeout / 2 and not self.warned:  # twice the beat interval: the loop was held
+            self.warned = True  # once per attempt: the cause is the same code
+            log.warning(
+                "perdure: step %r: no heartbeat could be sent for %.2f s, this worker's event loop was blocked; "
+                "past the heartbeat timeout (%g s) Temporal runs the step again although this attempt is "
+                "alive. Write blocking code as a plain `def` step (it runs in a thread).",
+                self.step, silent, self.timeout,
+            )
+
+    async def stop(self) -> None:
+        self._check()  # a body that never yielded held the loop from start to end
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
 
 
 @activity.defn(name=STEP_ACTIVITY)
@@ -59,17 +94,14 @@ async def run_step(call_payload: RawValue) -> RawValue:
     info = activity.info()
     call = decode_call(call_payload)
     attempt = _attempt(info)
-    beat: asyncio.Task[None] | None = None
+    beats: _Heartbeats | None = None
     if not info.is_local and info.heartbeat_timeout:
-        every = max(info.heartbeat_timeout.total_seconds() / 4, 0.01)
-        beat = asyncio.create_task(_beat({"phase": "running", "attempt": attempt}, every))
+        beats = _Heartbeats({"phase": "running", "attempt": attempt}, info.heartbeat_timeout.total_seconds(), call.name)
     try:
         outcome = await execute_attempt(call, attempt)
     finally:
-        if beat is not None:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+        if beats is not None:
+            await beats.stop()
     if not outcome.retry:
         return raw(outcome.envelope)
     assert outcome.error is not None
