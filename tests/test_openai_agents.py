@@ -36,7 +36,7 @@ from agents.tool import ToolOutputText  # noqa: E402
 from agents.usage import Usage  # noqa: E402
 from openai.types.responses import ResponseReasoningItem  # noqa: E402
 from openai.types.responses.response_reasoning_item import Summary  # noqa: E402
-from pydantic import BaseModel  # noqa: E402
+from pydantic import BaseModel, ValidationError  # noqa: E402
 
 import perdure  # noqa: E402
 from perdure.adapters.memory import MemoryBackend, engine_for  # noqa: E402
@@ -78,6 +78,23 @@ def test_model_response_round_trip_is_exact() -> None:
     assert restored == response
     assert [type(i) for i in restored.output] == [type(i) for i in response.output]
     assert dump_response(restored) == data
+
+
+def test_a_response_record_decodes_by_its_item_tags_and_a_broken_one_fails_typed() -> None:
+    from perdure.integrations.openai_agents import model
+
+    # This SDK's items carry a `type` tag: records decode through the tagged path, not the ~30-way union.
+    assert model._TAGGED is not None
+    response = ModelResponse(output=[assistant_message("hello", item_id="msg_1")], usage=Usage(requests=1),
+                             response_id="resp_1")
+    data = perdure.core.codec.to_jsonable(dump_response(response), where="test")
+    restored = load_response(data)
+    assert restored == response and dump_response(restored) == data
+    # Records the tagged path refuses go to the plain validator, which fails as pydantic does (typed).
+    with pytest.raises(ValidationError):
+        load_response({k: v for k, v in data.items() if k != "usage"})
+    with pytest.raises(ValidationError):
+        load_response({**data, "output": [{"type": "no_such_item"}]})
 
 
 class Report(BaseModel):

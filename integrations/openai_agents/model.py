@@ -30,9 +30,9 @@ from agents.exceptions import UserError
 from agents.items import ModelResponse, TResponseInputItem, TResponseOutputItem, TResponseStreamEvent
 from agents.models.interface import Model, ModelProvider, ModelTracing
 from agents.tool import FunctionTool, Tool
-from agents.usage import Usage
 from openai.types.responses.response_prompt_param import ResponsePromptParam
-from pydantic import AfterValidator, BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, TypeAdapter
+from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
 import perdure
 from perdure.core.context import current_run
@@ -290,39 +290,52 @@ def dump_response(response: ModelResponse) -> dict[str, Any]:
     return data
 
 
-def _output_items_adapter() -> TypeAdapter[Any] | None:
-    """The response's output items, validated by their ``type`` tag: the SDK's annotation is a plain
-    union of ~30 item classes that pydantic tries one by one (most of :func:`load_response`'s time)."""
+def _response_of(record: dict[str, Any]) -> ModelResponse:
     try:
+        return ModelResponse(**record)
+    except TypeError as exc:  # a required field is missing: a validation error, so the union goes on
+        raise ValueError(str(exc)) from None
+
+
+def _tagged_record() -> Any:
+    """The response record as a typed dict whose output items are validated by their ``type`` tag, so
+    the record's JSON text decodes into the response's objects in one pass (the SDK annotates the items
+    as a plain union of ~30 classes that pydantic tries one by one). ``None`` for an SDK version whose
+    response or items are not shaped this way: the plain validator is used alone."""
+    try:
+        hints = typing.get_type_hints(ModelResponse)
         (union, *_) = typing.get_args(TResponseOutputItem)
-        members = typing.get_args(union)
-        return TypeAdapter(list[Annotated[Union[members], Field(discriminator="type")]])  # type: ignore[valid-type]  # noqa: UP007
-    except Exception:  # another SDK version whose items are not tagged this way: the plain validator
+        hints["output"] = list[Annotated[Union[typing.get_args(union)], Field(discriminator="type")]]  # type: ignore[misc]  # noqa: UP007
+        fields = {f.name: hints[f.name] for f in dataclasses.fields(ModelResponse) if f.init}
+        shape: Any = TypedDict("ModelResponseRecord", fields, total=False)  # type: ignore[misc]
+        record: Any = Annotated[shape, AfterValidator(_response_of)]
+        TypeAdapter(record)  # built here, so a shape pydantic cannot handle falls back now, not at decode
+        return record
+    except Exception:
         return None
 
 
-_OUTPUT_ITEMS = _output_items_adapter()
-_USAGE = TypeAdapter(Usage)
-
-
-def load_response(data: dict[str, Any]) -> ModelResponse:
-    """The :class:`ModelResponse` that :func:`dump_response` wrote (an equal object)."""
-    if _OUTPUT_ITEMS is not None:
-        try:
-            return ModelResponse(**{
-                **data, "output": _OUTPUT_ITEMS.validate_python(data["output"]),
-                "usage": _USAGE.validate_python(data["usage"]),
-            })
-        except (ValidationError, KeyError, TypeError):
-            pass  # the plain validator decides, with its own error
+def _untagged(data: Any) -> ModelResponse:
     response: ModelResponse = _RESPONSE.validate_python(data)
     return response
 
 
+_TAGGED = _tagged_record()
+
 # The model step's output: the response's JSON record (dump_response), which decodes into the
-# ModelResponse (load_response). perdure decodes a step's output from its recorded text on the first run
-# as on every replay, so the SDK is always handed a response restored from its record, never the live one.
-ResponseRecord = Annotated[dict[str, Any], AfterValidator(load_response)]
+# ModelResponse. perdure decodes a step's output from its recorded text on the first run as on every
+# replay, so the SDK is always handed a response restored from its record, never the live one. The tagged
+# record is tried first; the plain validator decides a record it refuses, with its own error.
+ResponseRecord: Any = (
+    Annotated[dict[str, Any], AfterValidator(_untagged)] if _TAGGED is None
+    else Annotated[Union[_TAGGED, Annotated[dict[str, Any], AfterValidator(_untagged)]], Field(union_mode="left_to_right")]  # noqa: UP007
+)
+_RECORD: TypeAdapter[ModelResponse] = TypeAdapter(ResponseRecord)
+
+
+def load_response(data: dict[str, Any]) -> ModelResponse:
+    """The :class:`ModelResponse` that :func:`dump_response` wrote (an equal object)."""
+    return _RECORD.validate_python(data)
 
 
 # --- the step -------------------------------------------------------------------------------------
