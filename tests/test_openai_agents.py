@@ -84,7 +84,7 @@ def test_a_response_record_decodes_by_its_item_tags_and_a_broken_one_fails_typed
     from perdure.integrations.openai_agents import model
 
     # This SDK's items carry a `type` tag: records decode through the tagged path, not the ~30-way union.
-    assert model._TAGGED is not None
+    assert model._TAGGED
     response = ModelResponse(output=[assistant_message("hello", item_id="msg_1")], usage=Usage(requests=1),
                              response_id="resp_1")
     data = perdure.core.codec.to_jsonable(dump_response(response), where="test")

@@ -297,40 +297,38 @@ def _response_of(record: dict[str, Any]) -> ModelResponse:
         raise ValueError(str(exc)) from None
 
 
-def _tagged_record() -> Any:
-    """The response record as a typed dict whose output items are validated by their ``type`` tag, so
-    the record's JSON text decodes into the response's objects in one pass (the SDK annotates the items
-    as a plain union of ~30 classes that pydantic tries one by one). ``None`` for an SDK version whose
-    response or items are not shaped this way: the plain validator is used alone."""
+def _untagged(data: Any) -> ModelResponse:
+    response: ModelResponse = _RESPONSE.validate_python(data)
+    return response
+
+
+def _response_record() -> tuple[Any, TypeAdapter[ModelResponse], bool]:
+    """The model step's output annotation, its adapter, and whether records decode by their item tags.
+
+    The record is a typed dict whose output items are validated by their ``type`` tag, so the record's
+    JSON text decodes into the response's objects in one pass (the SDK annotates the items as a plain
+    union of ~30 classes that pydantic tries one by one); the plain validator decides a record the tagged
+    path refuses, with its own error. For an SDK version whose response or items are not shaped this
+    way, the plain validator alone."""
+    plain: Any = Annotated[dict[str, Any], AfterValidator(_untagged)]
     try:
         hints = typing.get_type_hints(ModelResponse)
         (union, *_) = typing.get_args(TResponseOutputItem)
         hints["output"] = list[Annotated[Union[typing.get_args(union)], Field(discriminator="type")]]  # type: ignore[misc]  # noqa: UP007
         fields = {f.name: hints[f.name] for f in dataclasses.fields(ModelResponse) if f.init}
         shape: Any = TypedDict("ModelResponseRecord", fields, total=False)  # type: ignore[misc]
-        record: Any = Annotated[shape, AfterValidator(_response_of)]
-        TypeAdapter(record)  # built here, so a shape pydantic cannot handle falls back now, not at decode
-        return record
+        tagged: Any = Annotated[shape, AfterValidator(_response_of)]
+        record: Any = Annotated[Union[tagged, plain], Field(union_mode="left_to_right")]  # noqa: UP007
+        return record, TypeAdapter(record), True
     except Exception:
-        return None
+        return plain, TypeAdapter(plain), False
 
-
-def _untagged(data: Any) -> ModelResponse:
-    response: ModelResponse = _RESPONSE.validate_python(data)
-    return response
-
-
-_TAGGED = _tagged_record()
 
 # The model step's output: the response's JSON record (dump_response), which decodes into the
 # ModelResponse. perdure decodes a step's output from its recorded text on the first run as on every
-# replay, so the SDK is always handed a response restored from its record, never the live one. The tagged
-# record is tried first; the plain validator decides a record it refuses, with its own error.
-ResponseRecord: Any = (
-    Annotated[dict[str, Any], AfterValidator(_untagged)] if _TAGGED is None
-    else Annotated[Union[_TAGGED, Annotated[dict[str, Any], AfterValidator(_untagged)]], Field(union_mode="left_to_right")]  # noqa: UP007
-)
-_RECORD: TypeAdapter[ModelResponse] = TypeAdapter(ResponseRecord)
+# replay, so the SDK is always handed a response restored from its record, never the live one.
+ResponseRecord: Any
+ResponseRecord, _RECORD, _TAGGED = _response_record()
 
 
 def load_response(data: dict[str, Any]) -> ModelResponse:
