@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -259,7 +260,8 @@ def test_a_step_blocking_its_event_loop_past_the_heartbeat_timeout_is_rerun_and_
     # while its loop was blocked time out too, so it may be the third or fourth.)
     assert asyncio.run(main()) >= 2
     log = (root / "worker-0.log").read_text()
-    assert "step 'tt.blocks_once': no heartbeat could be sent for 1." in log, log
+    silent = re.search(r"step 'tt\.blocks_once': no heartbeat could be sent for ([0-9.]+) s", log)
+    assert silent is not None and float(silent.group(1)) >= 1.5, log
     assert "past the heartbeat timeout (0.4 s) Temporal runs the step again" in log
 
 
