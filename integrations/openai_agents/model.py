@@ -35,6 +35,7 @@ from pydantic import AfterValidator, BaseModel, Field, TypeAdapter
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
 import perdure
+from perdure.core.codec import adapter_for
 from perdure.core.context import current_run
 from perdure.core.errors import ConfigurationError, RegistrationError
 from perdure.core.retry import RetryPolicy
@@ -319,9 +320,10 @@ def _response_record() -> tuple[Any, TypeAdapter[ModelResponse], bool]:
         shape: Any = TypedDict("ModelResponseRecord", fields, total=False)  # type: ignore[misc]
         tagged: Any = Annotated[shape, AfterValidator(_response_of)]
         record: Any = Annotated[Union[tagged, plain], Field(union_mode="left_to_right")]  # noqa: UP007
-        return record, TypeAdapter(record), True
+        # adapter_for: the adapter the codec uses for the step's output annotation, built once for both
+        return record, adapter_for(record), True
     except Exception:
-        return plain, TypeAdapter(plain), False
+        return plain, adapter_for(plain), False
 
 
 # The model step's output: the response's JSON record (dump_response), which decodes into the
