@@ -1,7 +1,7 @@
 """The LangGraph integration on the reference engine: durable model and tool calls, interrupts as
 approvals, crashes (the in-process worker abandoned where it stands) and deterministic replay.
 
-Real engines with SIGKILLed worker processes: test_langgraph_engines.py.
+Real engines with SIGKILLed worker processes: test_conformance_engines.py (the langgraph_* scenarios).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Crashes here are the reference engine's in-process simulation (``crash_workers``); the same agent
 scenarios with real SIGKILLed worker processes on DBOS, Restate and Temporal are in
-``test_openai_agents_engines.py``.
+``test_conformance_engines.py`` (the oai_* scenarios).
 """
 
 from __future__ import annotations
@@ -568,7 +568,11 @@ async def misconfigured(case: str) -> str:
                     raise AssertionError
 
             await DurableRunner.run(fetcher, "x", run_config=RunConfig(model_provider=Custom()))
+        elif case == "unknown_setting":
+            await DurableRunner.run(fetcher, "x", run_config={"workflow_name": "w", "not_a_setting": 1})
     except ConfigurationError as exc:
+        if case == "unknown_setting":
+            assert "not_a_setting" in str(exc) and "workflow_name" not in str(exc), str(exc)
         return type(exc).__name__
     return "accepted"
 
@@ -576,11 +580,30 @@ async def misconfigured(case: str) -> str:
 def test_configurations_that_cannot_be_durable_are_refused() -> None:
     async def body(client: perdure.Client, url: str) -> Any:
         return [await client.result(await client.start(misconfigured, c), timeout=10)
-                for c in ("session", "computer", "provider")]
+                for c in ("session", "computer", "provider", "unknown_setting")]
 
-    assert on_memory(body) == ["ConfigurationError"] * 3
+    assert on_memory(body) == ["ConfigurationError"] * 4
     with pytest.raises(NotInWorkflowError):
         asyncio.run(DurableRunner.run(fetcher, "outside any workflow"))
+
+
+register_model("t.oai.overriding", ScriptedModel(lambda turn: "from the run_config model"))
+
+
+@perdure.workflow(name="t.oai.dict_config")
+async def dict_config_flow() -> str:
+    agent = Agent(name="plain", model="t.oai.reporter")
+    return str((await DurableRunner.run(agent, "x", run_config={"model": "t.oai.overriding"})).final_output)
+
+
+def test_a_run_config_given_as_a_dict_is_honoured_as_the_sdk_runner_honours_it() -> None:
+    async def body(client: perdure.Client, url: str) -> Any:
+        rid = await client.start(dict_config_flow)
+        return await client.result(rid, timeout=10), await client.steps(rid)
+
+    out, records = on_memory(body)
+    assert out == "from the run_config model"
+    assert [r.name for r in records] == ["openai_agents.model"]
 
 
 # --- the agent conformance scenarios on the reference engine, with explicit expectations -----------

@@ -162,10 +162,17 @@ class _Session:
             copy._agent_ref = weakref.ref(self.agent(target))
         return copy
 
-    def run_config(self, run_config: RunConfig | None) -> RunConfig:
+    def run_config(self, run_config: RunConfig | dict[str, Any] | None) -> RunConfig:
         rc = run_config or RunConfig()
+        if isinstance(rc, dict):  # the SDK's runner takes RunConfig's fields as a dict too
+            known = {f.name for f in dataclasses.fields(RunConfig) if f.init}
+            if unknown := sorted(str(k) for k in rc if k not in known):
+                raise ConfigurationError(f"unknown run_config settings: {', '.join(unknown)}")
+            rc = RunConfig(**rc)
         if not isinstance(rc, RunConfig):
-            raise ConfigurationError("DurableRunner needs run_config to be an agents.RunConfig")
+            raise ConfigurationError(
+                f"DurableRunner needs run_config to be an agents.RunConfig or a dict of its fields, got {rc!r}"
+            )
         if type(rc.model_provider) is not MultiProvider:
             raise ConfigurationError(
                 "a custom RunConfig.model_provider cannot be reached from a model step in another process; "
@@ -212,7 +219,7 @@ class DurableRunner:
         context: Any = None,
         max_turns: int = DEFAULT_MAX_TURNS,
         hooks: RunHooks[Any] | None = None,
-        run_config: RunConfig | None = None,
+        run_config: RunConfig | dict[str, Any] | None = None,
         approval_timeout: float | None = None,
         **kwargs: Any,
     ) -> RunResult:
@@ -256,7 +263,7 @@ class DurableRunner:
         context: Any = None,
         max_turns: int = DEFAULT_MAX_TURNS,
         hooks: RunHooks[Any] | None = None,
-        run_config: RunConfig | None = None,
+        run_config: RunConfig | dict[str, Any] | None = None,
         approval_timeout: float | None = None,
         **kwargs: Any,
     ) -> DurableStream:
