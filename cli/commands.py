@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 import time
@@ -19,7 +20,9 @@ from ..core.errors import (
     ResultTimeoutError,
     RunCancelledError,
     RunFailedError,
+    WorkflowNotFoundError,
 )
+from ..core.registry import workflows
 from ..core.types import RunInfo, StepRecord
 from ..core.worker import import_apps, serve
 
@@ -62,6 +65,15 @@ def print_steps(records: list[StepRecord]) -> None:
         print(f"{r.position:>3}  {r.kind.value:<8} {r.status.value:<9} {r.attempts:>3}  {r.name:<34} {detail}")
 
 
+def _import_apps(modules: list[str]) -> None:
+    """Import the --app modules as ``python -m`` would find them: from the current directory first (the
+    ``perdure`` script's own folder is what Python puts on sys.path otherwise)."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    import_apps(modules)
+
+
 async def worker(args: argparse.Namespace) -> int:
     url = resolve_url(args.url)
     if url.startswith("memory:"):
@@ -69,6 +81,10 @@ async def worker(args: argparse.Namespace) -> int:
             "memory:// keeps its state inside one process, so a separate worker cannot reach it; use it in "
             "tests and `perdure demo memory://`, or pick a durable backend (dbos+sqlite:///app.sqlite)"
         )
+    _import_apps(args.app)
+    if not workflows():
+        print("perdure worker: no workflow is registered (no --app MODULE given, or it defines none): every "
+              "run this worker takes will fail with WorkflowNotFoundError", file=sys.stderr, flush=True)
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
@@ -101,7 +117,12 @@ def _parse_kwargs(pairs: list[str]) -> dict[str, Any]:
 
 
 async def start(args: argparse.Namespace) -> int:
-    import_apps(args.app)
+    _import_apps(args.app)
+    if args.app and args.workflow not in workflows():
+        known = ", ".join(sorted(workflows())) or "none"
+        raise WorkflowNotFoundError(
+            f"no workflow named {args.workflow!r} in {', '.join(args.app)} (registered: {known})"
+        )
     async with Client(args.backend) as client:
         run_id = await client.start(args.workflow, run_id=args.run_id, **_parse_kwargs(args.arg))
         info = await client.status(run_id)

@@ -108,12 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "compare their normalized traces, print a backend x scenario matrix and write it as "
                        "JSON. TARGET is a backend URL, or an engine name (memory, dbos+sqlite, "
                        "dbos+postgresql, temporal, restate) to start a throwaway local engine for the run.")
-    p.add_argument("targets", nargs="+", metavar="TARGET")
+    p.add_argument("targets", nargs="*", metavar="TARGET")
     p.add_argument("-k", "--scenario", action="append", default=[], metavar="NAME",
                    help="run only these scenarios (repeatable; substring match)")
     p.add_argument("--output", default="conformance-matrix.json", metavar="FILE", help="JSON matrix path")
     p.add_argument("--json", action="store_true", help="print the matrix as JSON")
-    p.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    p.add_argument("--list", action="store_true", help="list the scenarios and exit (no TARGET needed)")
     p.set_defaults(func=commands.conformance)
 
     p = sub.add_parser("bench", help="run the benchmarks (from a source checkout)",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 import traceback
@@ -12,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import ConfigurationError
+from ..core.errors import ConfigurationError, InvalidArgumentError
 from .harness import Harness, MemoryHarness, harness_for
 from .scenarios import SCENARIOS, Scenario
 
@@ -176,15 +177,24 @@ def select(patterns: list[str]) -> list[Scenario]:
         return list(SCENARIOS)
     chosen = [s for s in SCENARIOS if any(p in s.name for p in patterns)]
     if not chosen:
-        raise ConfigurationError(f"no scenario matches {patterns}; see `perdure conformance --list x`")
+        raise ConfigurationError(f"no scenario matches {patterns}; see `perdure conformance --list`")
     return chosen
 
 
 def cli_main(args: argparse.Namespace) -> int:
     if args.list:
-        for s in SCENARIOS:
-            print(f"{s.number:>2}. {s.name:<34} {s.doc}")
+        if args.json:
+            print(json.dumps([{"number": s.number, "name": s.name, "doc": s.doc} for s in SCENARIOS], indent=2))
+        else:
+            for s in SCENARIOS:
+                print(f"{s.number:>2}. {s.name:<34} {s.doc}")
         return 0
+    if not args.targets:
+        raise InvalidArgumentError("perdure conformance needs a TARGET: a backend URL or an engine name")
+    output = Path(args.output)
+    if not output.parent.is_dir() or (output.exists() and not os.access(output, os.W_OK)):
+        # Checked before the run, which can take many minutes, rather than when its matrix is written.
+        raise InvalidArgumentError(f"--output {args.output}: cannot write there (no such folder, or not writable)")
 
     def progress(h: Harness, s: Scenario, res: tuple[Any, str | None, float]) -> None:
         state = "ok" if res[1] is None else "error"
@@ -192,7 +202,7 @@ def cli_main(args: argparse.Namespace) -> int:
 
     matrix = run_matrix(list(args.targets), select(args.scenario), progress)
     data = to_json(matrix)
-    Path(args.output).write_text(json.dumps(data, indent=2))
-    print(json.dumps(data, indent=2) if args.json else render(matrix))
+    print(json.dumps(data, indent=2) if args.json else render(matrix), flush=True)  # before the file: never lost
+    output.write_text(json.dumps(data, indent=2))
     print(f"\nmatrix written to {args.output}", file=sys.stderr)
     return 1 if failed(matrix) else 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from types import TracebackType
 from typing import Any
@@ -19,6 +20,8 @@ from .errors import (
 )
 from .registry import Workflow, workflow_name, workflows
 from .types import Decision, RunInfo, RunStatus, StepKind, StepRecord
+
+_DIGEST = re.compile(r"[0-9a-f]{64}")  # codec.digest: sha256 hex
 
 
 class Client:
@@ -56,11 +59,20 @@ class Client:
         unserializable argument raises :class:`SerializationError` and starts nothing.
         """
         name = workflow_name(workflow)
-        if run_id is not None and (not isinstance(run_id, str) or not run_id or len(run_id) > 200):
-            raise InvalidArgumentError(f"run_id must be a non-empty string of at most 200 characters, got {run_id!r}")
+        if not name.strip():
+            raise InvalidArgumentError(f"a workflow name must not be blank, got {name!r}")
+        if run_id is not None and (
+            not isinstance(run_id, str) or not run_id.strip() or len(run_id) > 200 or not run_id.isprintable()
+        ):
+            raise InvalidArgumentError(
+                f"run_id must be 1-200 printable characters, not only spaces, got {run_id!r}"
+            )
         wf = workflow if isinstance(workflow, Workflow) else workflows().get(name)
         if wf is not None:
             args_json = wf.codec.encode_args(args, kwargs)
+            # Decoded here as the worker will decode them: an argument of the wrong type is refused now,
+            # naming the parameter, instead of failing the run once a worker takes it.
+            wf.codec.decode_args(args_json)
         else:  # not importable here (a CLI, another service): send the arguments as given
             from .codec import encode
 
@@ -82,6 +94,8 @@ class Client:
         """Wait for the run and return its output (decoded by the workflow's return annotation when the
         workflow is registered here). Raises :class:`RunFailedError`, :class:`RunCancelledError`, or
         :class:`ResultTimeoutError` after ``timeout`` seconds (the run goes on)."""
+        if timeout is not None and not timeout >= 0:  # also NaN, which would wait forever
+            raise InvalidArgumentError(f"timeout must be a number of seconds >= 0, or None; got {timeout!r}")
         info = await self.backend.wait(run_id, timeout)
         if info.status is RunStatus.FAILED:
             err = info.error
@@ -98,7 +112,9 @@ class Client:
         return await self.backend.steps(run_id)
 
     async def runs(self, limit: int = 50) -> list[RunInfo]:
-        """The most recent runs, newest first."""
+        """The most recent runs, newest first (at most ``limit``, a positive int)."""
+        if type(limit) is not int or limit < 1:
+            raise InvalidArgumentError(f"limit must be a positive int, got {limit!r}")
         return await self.backend.list_runs(limit)
 
     async def cancel(self, run_id: str) -> None:
@@ -151,9 +167,11 @@ class Client:
             raise ApprovalNotFoundError(
                 f"run {run_id!r} ({info.status.value}) has no pending approval {approval_id!r}{waiting}"
             )
+        if digest is not None and not _DIGEST.fullmatch(digest):
+            raise InvalidArgumentError(f"a digest is 64 lowercase hex characters (as `perdure status` shows), got {digest!r}")
         if digest is not None and digest != pending.digest:
             raise ApprovalMismatchError(
-                f"approval {approval_id!r}: the payload changed since you saw it (digest {digest[:12]}... "
+                f"approval {approval_id!r}: the payload is not the one you saw (digest {digest[:12]}... "
                 f"!= {pending.digest[:12]}...); read it again with `perdure status {run_id}`"
             )
         await self.backend.decide(run_id, approval_id, decision.model_copy(update={"digest": pending.digest}))

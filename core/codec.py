@@ -27,7 +27,7 @@ import pydantic_core
 from pydantic import TypeAdapter, ValidationError
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
-from .errors import PayloadTooLargeError, SerializationError
+from .errors import PayloadTooLargeError, SerializationError, SignatureMismatchError
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576
 # The smallest limit PERDURE_MAX_PAYLOAD_BYTES may set. Values up to this size are never checked, which
@@ -188,7 +188,7 @@ class CallCodec:
             try:
                 arguments = self.signature.bind(*args, **kwargs).arguments
             except TypeError as exc:
-                raise TypeError(f"{self.label}: {exc}") from None
+                raise SignatureMismatchError(f"{self.label}: {exc}") from None
         return encode(arguments, where=self._args_where)
 
     def passes_unchanged(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:

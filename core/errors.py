@@ -38,6 +38,11 @@ class InvalidArgumentError(PerdureError, ValueError):
     """An argument perdure cannot accept (an empty approval name, a negative timeout, ...)."""
 
 
+class SignatureMismatchError(InvalidArgumentError, TypeError):
+    """Arguments that do not fit a workflow's or step's signature (a missing or unexpected one). Also a
+    ``TypeError``, which is what calling the plain function that way raises."""
+
+
 # --- calls in the wrong place ---------------------------------------------------------------------
 class NotInWorkflowError(PerdureError):
     """A durable operation (step, tool, approval, sleep, now) was called outside a running workflow."""

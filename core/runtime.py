@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import hashlib
+import math
 import random as _random
 import re
 import time
@@ -283,8 +284,10 @@ class RunContext:
             raise InvalidArgumentError(
                 f"approval name must be 1-100 characters of letters, digits, '_', '-' or '.', got {name!r}"
             )
-        if timeout is not None and not timeout > 0:
-            raise InvalidArgumentError(f"approval timeout must be > 0 seconds or None, got {timeout!r}")
+        if timeout is not None and not 0 < timeout < math.inf:
+            raise InvalidArgumentError(
+                f"approval timeout must be a finite number of seconds > 0, or None to wait forever; got {timeout!r}"
+            )
         payload_json = encode(payload, where=f"payload of approval {name!r}")
         pos = self._next()
         request = ApprovalRequest(
@@ -309,8 +312,8 @@ class RunContext:
         return decision
 
     async def sleep(self, seconds: float) -> None:
-        if not seconds >= 0:
-            raise InvalidArgumentError(f"perdure.sleep needs seconds >= 0, got {seconds!r}")
+        if not 0 <= seconds < math.inf:
+            raise InvalidArgumentError(f"perdure.sleep needs a finite number of seconds >= 0, got {seconds!r}")
         pos = self._next()
         env = Envelope.from_json(await self.journal.sleep(pos, seconds))
         self._check(pos, env, "perdure.sleep", StepKind.SLEEP)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -83,13 +84,55 @@ def test_cli_errors_are_explained_with_exit_code_2() -> None:
 
 
 def test_conformance_cli_lists_and_runs(tmp_path: Path) -> None:
-    out = _perdure("conformance", "--list", "memory")
+    out = _perdure("conformance", "--list")
     assert out.returncode == 0 and "approval_double_decision" in out.stdout
+    out = _perdure("conformance", "--list", "--json")
+    assert out.returncode == 0 and "approval_double_decision" in [s["name"] for s in json.loads(out.stdout)]
+    out = _perdure("conformance")
+    assert out.returncode == 2 and "needs a TARGET" in out.stderr
+    # An unwritable --output is refused before the run, not after it (when the results would be lost).
+    out = _perdure("conformance", "memory", "--output", str(tmp_path / "no-such-dir" / "m.json"))
+    assert out.returncode == 2 and "cannot write there" in out.stderr and "happy_path" not in out.stderr
     matrix = tmp_path / "m.json"
     out = _perdure("conformance", "memory", "-k", "happy", "-k", "retry_permanent", "--output", str(matrix))
     assert out.returncode == 0, out.stderr
     assert "happy_path" in out.stdout and "PASS" in out.stdout
-    import json
-
     data = json.loads(matrix.read_text())
     assert data["backends"]["memory"]["happy_path"]["result"] == "PASS"
+
+
+def test_start_with_app_refuses_a_workflow_the_app_does_not_define(tmp_path: Path) -> None:
+    (tmp_path / "flowsapp.py").write_text(
+        "import perdure\n\n@perdure.workflow(name='flowsapp.hello')\nasync def hello(who: str) -> str:\n"
+        "    return who\n"
+    )
+    out = _perdure("start", "flowsapp.nope", "--app", "flowsapp", cwd=tmp_path)
+    assert out.returncode == 2 and "WorkflowNotFoundError" in out.stderr and "flowsapp.hello" in out.stderr
+    out = _perdure("start", "flowsapp.hello", "--app", "flowsapp", "--arg", "who=3", cwd=tmp_path)
+    assert out.returncode == 2 and "SerializationError" in out.stderr and "'who'" in out.stderr
+
+
+def test_the_worker_script_imports_apps_from_the_current_directory_and_warns_when_it_serves_nothing(
+    tmp_path: Path,
+) -> None:
+    """The ``perdure`` console script (not ``python -m``, which puts the current directory on sys.path by
+    itself) finds ``--app`` modules where the user runs it, as ``python -m`` would."""
+    (tmp_path / "localapp.py").write_text("import perdure\n\n@perdure.workflow(name='localapp.flow')\n"
+                                          "async def flow() -> int:\n    return 1\n")
+    script = Path(sys.executable).parent / "perdure"
+    url = f"dbos+sqlite:///{tmp_path / 'w.sqlite'}"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    for apps, expected in ((["--app", "localapp"], "perdure worker ready"), ([], "no workflow is registered")):
+        proc = subprocess.Popen([str(script), "worker", url, *apps], cwd=tmp_path, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            seen = []
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                seen.append(line)
+                if expected in line or "Error" in line:
+                    break
+            assert any(expected in line for line in seen), "".join(seen)
+        finally:
+            proc.kill()
+            proc.wait()

@@ -27,6 +27,7 @@ from perdure import (
     RunNotFoundError,
     RunStatus,
     SerializationError,
+    SignatureMismatchError,
 )
 
 
@@ -230,7 +231,7 @@ async def bad_approval(name: str, timeout: float | None) -> str:
     return "unreachable"
 
 
-@pytest.mark.parametrize("name,timeout", [("", None), ("has space", None), ("ok", 0), ("ok", -1)])
+@pytest.mark.parametrize("name,timeout", [("", None), ("has space", None), ("ok", 0), ("ok", -1), ("ok", float("inf"))])
 def test_bad_approval_arguments_fail_the_run_with_a_typed_error(name: str, timeout: float | None) -> None:
     async def body(client: perdure.Client) -> Any:
         rid = await client.start(bad_approval, name, timeout)
@@ -241,17 +242,62 @@ def test_bad_approval_arguments_fail_the_run_with_a_typed_error(name: str, timeo
     assert on_memory(body) == "InvalidArgumentError"
 
 
+@perdure.workflow(name="t.badsleep")
+async def bad_sleep(seconds: float) -> str:
+    await perdure.sleep(seconds)
+    return "unreachable"
+
+
+def test_an_endless_durable_sleep_fails_the_run_with_a_typed_error() -> None:
+    async def body(client: perdure.Client) -> Any:
+        with pytest.raises(RunFailedError) as err:
+            await client.result(await client.start(bad_sleep, float("inf")), timeout=10)
+        return err.value.error_type, str(err.value)
+
+    error_type, message = on_memory(body)
+    assert error_type == "InvalidArgumentError" and "finite" in message
+
+
 def test_unserializable_start_arguments_start_nothing() -> None:
     async def body(client: perdure.Client) -> Any:
         with pytest.raises(SerializationError, match="arguments of workflow 't.approve'"):
             await client.start(needs_approval, object())
-        with pytest.raises(TypeError, match="t.approve"):
-            await client.start(needs_approval, "a", "b")
-        with pytest.raises(InvalidArgumentError):
-            await client.start(needs_approval, "a", run_id="")
+        # Arguments that do not fit the signature: typed, and still the TypeError a plain call raises.
+        for args, kwargs in (((), {}), (("a", "b"), {}), (("a",), {"extra": 1})):
+            with pytest.raises(SignatureMismatchError, match="t.approve") as err:
+                await client.start(needs_approval, *args, **kwargs)
+            assert isinstance(err.value, TypeError)
+        # The wrong type is refused at start, naming the parameter, not when a worker takes the run.
+        with pytest.raises(SerializationError, match="argument 'item'"):
+            await client.start(needs_approval, 5)
+        for bad_id in ("", "   ", "a\nb", "x" * 201):
+            with pytest.raises(InvalidArgumentError, match="run_id"):
+                await client.start(needs_approval, "a", run_id=bad_id)
+        with pytest.raises(InvalidArgumentError, match="blank"):
+            await client.start(" ", item="a")
         return await client.runs()
 
     assert on_memory(body) == []
+
+
+def test_bad_client_arguments_are_refused_with_a_typed_error() -> None:
+    async def body(client: perdure.Client) -> Any:
+        rid = await client.start(needs_approval, "post")
+        for timeout in (float("nan"), -1.0):  # NaN would wait forever
+            with pytest.raises(InvalidArgumentError, match="timeout"):
+                await client.result(rid, timeout=timeout)
+        for limit in (0, -1, "3"):
+            with pytest.raises(InvalidArgumentError, match="limit"):
+                await client.runs(limit)  # type: ignore[arg-type]
+        while (await client.status(rid)).pending_approval is None:
+            await asyncio.sleep(0.01)
+        for digest in ("deadbeef", ""):
+            with pytest.raises(InvalidArgumentError, match="64 lowercase hex"):
+                await client.approve(rid, "publish-0", digest=digest)
+        await client.cancel(rid)
+        return len(await client.runs(1))
+
+    assert on_memory(body) == 1
 
 
 def test_unregistered_workflow_fails_the_run_and_positional_args_need_registration() -> None:

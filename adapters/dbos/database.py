@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 
-from ...core.errors import InvalidBackendURLError
+from ...core.errors import ConfigurationError, InvalidBackendURLError
 
 APP_NAME = "perdure"
 # DBOS recovers only runs of its own application version. By default that is a hash of the workflow
@@ -125,11 +125,15 @@ def prepare(db: Database, engine: sa.Engine) -> None:
             try:
                 _prepare(db, engine)
                 break
-            except sa.exc.DBAPIError:
+            except sa.exc.DBAPIError as exc:
                 # Another process creating the same database or table at this very moment: look again.
                 if attempt == 2:
-                    raise
+                    raise ConfigurationError(
+                        f"{db.url}: cannot open or create the DBOS system database: {exc.orig or exc}"
+                    ) from exc
                 time.sleep(0.2)
+            except OSError as exc:  # the SQLite file's folder cannot be created
+                raise ConfigurationError(f"{db.url}: cannot create the SQLite database's folder: {exc}") from exc
         _prepared.add(db.dbos_url)
 
 
