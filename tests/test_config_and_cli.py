@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -136,3 +137,14 @@ def test_the_worker_script_imports_apps_from_the_current_directory_and_warns_whe
         finally:
             proc.kill()
             proc.wait()
+
+
+def test_json_output_parses_with_a_strict_parser_even_for_nan_and_infinity(capsys: pytest.CaptureFixture[str]) -> None:
+    from perdure.cli.commands import _print_json
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"not JSON: {constant}")
+
+    _print_json({"output": float("nan"), "deadline": float("inf"), "xs": [float("-inf"), 1.5, "t"]})
+    data = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    assert data == {"output": "NaN", "deadline": "Infinity", "xs": ["-Infinity", 1.5, "t"]}
