@@ -24,7 +24,7 @@ from functools import cached_property, lru_cache
 from typing import Any, Literal
 
 import pydantic_core
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
 from .errors import PayloadTooLargeError, SerializationError, SignatureMismatchError
@@ -229,7 +229,12 @@ class CallCodec:
         default), validated from JSON text in one pass. Made on first use: many steps never decode
         arguments (in-process calls hand them over as they are)."""
         fields = {name: ann for name, _, ann in self.params}
-        return TypeAdapter(TypedDict(f"{self.name}.arguments", fields, total=False))  # type: ignore[operator]
+        make_typed_dict: Any = TypedDict  # a name and fields known only at run time
+        shape = make_typed_dict(f"{self.name}.arguments", fields, total=False)
+        # An argument no parameter takes (a misspelt name from a client that could not check it) fails the
+        # decode, naming it, instead of being dropped while the parameter's default silently applies.
+        shape.__pydantic_config__ = ConfigDict(extra="forbid")
+        return TypeAdapter(shape)
 
     def decode_args(self, text: str) -> tuple[list[Any], dict[str, Any]]:
         try:

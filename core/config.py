@@ -115,5 +115,6 @@ def open_backend(url: str | None = None) -> Backend:
         raise InvalidBackendURLError(
             f"a backend URL looks like scheme://..., got {resolved!r} (e.g. memory://, dbos+sqlite:///app.sqlite)"
         )
-    scheme = resolved.split("://", 1)[0].lower()
-    return backend_class(scheme)(resolved)
+    scheme, rest = resolved.split("://", 1)
+    scheme = scheme.lower()  # schemes are case-insensitive (RFC 3986); backends see them lowercase
+    return backend_class(scheme)(f"{scheme}://{rest}")

@@ -51,6 +51,12 @@ def test_bad_urls_and_schemes(monkeypatch: pytest.MonkeyPatch) -> None:
         config.open_backend("fake://x")
 
 
+def test_url_schemes_are_case_insensitive(tmp_path: Path) -> None:
+    backend = config.open_backend(f"DBOS+SQLite:///{tmp_path / 'x.sqlite'}")
+    assert backend.url == f"dbos+sqlite:///{tmp_path / 'x.sqlite'}"
+    assert config.open_backend("MEMORY://upper").url == "memory://upper"
+
+
 def test_entry_point_backends_are_found(monkeypatch: pytest.MonkeyPatch) -> None:
     class EP:
         name, value = "thirdparty", "perdure.adapters.memory:MemoryBackend"

@@ -280,6 +280,27 @@ def test_unserializable_start_arguments_start_nothing() -> None:
     assert on_memory(body) == []
 
 
+@perdure.workflow(name="t.defaults")
+async def with_default(x: int, times: int = 2) -> int:
+    return x * times
+
+
+def test_an_argument_no_parameter_takes_fails_the_run_naming_it() -> None:
+    """A client that cannot see the workflow (a CLI without --app, another service) sends arguments by
+    name unchecked: a misspelt one must not be dropped while the parameter's default silently applies."""
+
+    async def body(client: perdure.Client) -> Any:
+        await client.backend.start("t.defaults", '{"x": 3, "times": 5}', "spelt")
+        assert await client.result("spelt", timeout=10) == 15
+        await client.backend.start("t.defaults", '{"x": 3, "tims": 5}', "misspelt")
+        with pytest.raises(RunFailedError) as err:
+            await client.result("misspelt", timeout=10)
+        return err.value.error_type, str(err.value)
+
+    error_type, message = on_memory(body)
+    assert error_type == "SerializationError" and "argument 'tims'" in message
+
+
 def test_bad_client_arguments_are_refused_with_a_typed_error() -> None:
     async def body(client: perdure.Client) -> Any:
         rid = await client.start(needs_approval, "post")
