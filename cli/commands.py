@@ -108,7 +108,7 @@ async def worker(args: argparse.Namespace) -> int:
         print(f"perdure worker ready on {url} (pid {__import__('os').getpid()})", flush=True)
 
     try:
-        await serve(url, apps=args.app, ready=ready)
+        await serve(url, ready=ready)  # the apps are imported above
     except asyncio.CancelledError:
         print("perdure worker stopped", flush=True)
     return 0

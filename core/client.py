@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from types import TracebackType
 from typing import Any
 
 from .backend import Backend
-from .codec import max_payload_bytes
+from .codec import is_digest, max_payload_bytes
 from .config import open_backend
 from .errors import (
     ApprovalAlreadyDecidedError,
@@ -20,8 +19,6 @@ from .errors import (
 )
 from .registry import Workflow, workflow_name, workflows
 from .types import Decision, RunInfo, RunStatus, StepKind, StepRecord
-
-_DIGEST = re.compile(r"[0-9a-f]{64}")  # codec.digest: sha256 hex
 
 
 class Client:
@@ -167,7 +164,7 @@ class Client:
             raise ApprovalNotFoundError(
                 f"run {run_id!r} ({info.status.value}) has no pending approval {approval_id!r}{waiting}"
             )
-        if digest is not None and not _DIGEST.fullmatch(digest):
+        if digest is not None and not is_digest(digest):
             raise InvalidArgumentError(f"a digest is 64 lowercase hex characters (as `perdure status` shows), got {digest!r}")
         if digest is not None and digest != pending.digest:
             raise ApprovalMismatchError(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -135,6 +136,14 @@ def to_jsonable(value: Any, *, where: str) -> Any:
 def digest(text: str) -> str:
     """The sha256 digest that binds an approval decision to the exact payload it approves."""
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def is_digest(text: str) -> bool:
+    """Whether ``text`` has the form of a :func:`digest` (64 lowercase hex characters)."""
+    return _DIGEST.fullmatch(text) is not None
+
+
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 class CallCodec:
