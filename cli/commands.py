@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import pydantic_core
 
 from ..core.client import Client
 from ..core.config import backend_class, resolve_url
@@ -28,20 +29,10 @@ from ..core.types import RunInfo, StepRecord
 from ..core.worker import import_apps, serve
 
 
-def _strict_json(value: Any) -> Any:
-    """``value`` with NaN and infinities as the strings "NaN", "Infinity", "-Infinity": JSON has no such
-    numbers, and ``--json`` output must parse with any JSON parser."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {k: _strict_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_strict_json(v) for v in value]
-    return value
-
-
 def _print_json(data: Any) -> None:
-    print(json.dumps(_strict_json(data), indent=2, default=str, allow_nan=False))
+    # NaN and infinities as the strings "NaN", "Infinity", "-Infinity": JSON has no such numbers, and
+    # --json output must parse with any JSON parser.
+    print(pydantic_core.to_json(data, indent=2, inf_nan_mode="strings", fallback=str).decode())
 
 
 def _fmt_time(ts: float | None) -> str:
