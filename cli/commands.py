@@ -14,6 +14,7 @@ from typing import Any
 
 import pydantic_core
 
+from ..core.backend import redact_url
 from ..core.client import Client
 from ..core.config import backend_class, resolve_url
 from ..core.errors import (
@@ -96,7 +97,7 @@ async def worker(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, task.cancel)
 
     def ready() -> None:
-        print(f"perdure worker ready on {url} (pid {__import__('os').getpid()})", flush=True)
+        print(f"perdure worker ready on {redact_url(url)} (pid {__import__('os').getpid()})", flush=True)
 
     try:
         await serve(url, ready=ready)  # the apps are imported above
@@ -111,6 +112,8 @@ def _parse_kwargs(pairs: list[str]) -> dict[str, Any]:
         name, sep, raw = pair.partition("=")
         if not sep or not name.isidentifier():
             raise InvalidArgumentError(f"--arg takes NAME=JSON, got {pair!r}")
+        if name == "run_id":  # reserved (no workflow parameter has this name): the run's id
+            raise InvalidArgumentError("--arg run_id=...: the run's id is given with --run-id ID")
         try:
             kwargs[name] = json.loads(raw)
         except json.JSONDecodeError:
@@ -226,7 +229,14 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def dev(args: argparse.Namespace) -> int:
-    scheme = args.engine.split("://", 1)[0]
+    scheme, _, rest = args.engine.partition("://")
+    scheme = scheme.lower()
+    if rest:  # the server picks its own free loopback port and state folder; an address here would be ignored
+        raise ConfigurationError(
+            f"perdure dev takes an engine name ({scheme}), not a URL: it starts a server on a free loopback "
+            f"port under --workdir and prints the URL to use. To use a running server, pass {args.engine} "
+            "to the other commands instead"
+        )
     server = backend_class(scheme).dev_server(scheme, Path(args.workdir).resolve())
     if server is None:
         raise ConfigurationError(f"{scheme}:// has no local dev server to start")

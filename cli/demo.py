@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..core.backend import redact_url
 from ..core.client import Client
 from ..core.types import StepKind, StepRecord
 from ..examples.workers import DemoWorker, until
@@ -45,7 +46,7 @@ def _labels(records: list[StepRecord]) -> list[str]:
 
 
 async def _demo(url: str, workdir: Path) -> int:
-    print(f"perdure demo on {url}\n")
+    print(f"perdure demo on {redact_url(url)}\n")
     workers = DemoWorker(url, workdir, "perdure.examples.demo_agent")
     try:
         async with Client(url) as client:

@@ -70,6 +70,18 @@ class Backend(ABC):
         self.url = url
         self.parts = parse_url(url, self.schemes)
 
+    @property
+    def safe_url(self) -> str:
+        """The URL without its password, for messages (:func:`redact_url`)."""
+        return redact_url(self.url)
+
+    @classmethod
+    def anchor_url(cls, url: str, folder: Path) -> str:
+        """``url`` as written in a config file in ``folder``. A backend whose URLs can hold a relative file
+        path makes it relative to that folder, so every command in the project finds the same state
+        wherever it runs from (a URL given as an argument or in ``PERDURE_BACKEND`` stays as it is)."""
+        return url
+
     # --- client side ------------------------------------------------------------------------------
     @abstractmethod
     async def start(self, workflow: str, args_json: str, run_id: str) -> RunInfo:
@@ -132,6 +144,16 @@ class Backend(ABC):
     def dev_server(cls, scheme: str, workdir: Path) -> DevServer | None:
         """A :class:`DevServer` that starts a throwaway engine for ``scheme``, or None if there is none."""
         return None
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``: the form that goes into errors, logs and output."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, host = netloc.rpartition("@")
+    if not (sep and at) or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}{slash}{tail}"
 
 
 def parse_url(url: str, schemes: tuple[str, ...]) -> SplitResult:

@@ -128,6 +128,10 @@ def decode(text: str, annotation: Any = Any, *, where: str) -> Any:
         raise SerializationError(f"cannot decode {where} as {annotation!r}: {exc}") from None
 
 
+def _type_name(annotation: Any) -> str:
+    return annotation.__qualname__ if isinstance(annotation, type) else repr(annotation).replace("typing.", "")
+
+
 def to_jsonable(value: Any, *, where: str) -> Any:
     """``value`` as plain JSON data (dicts, lists, str, numbers), checked against the size limit."""
     return pydantic_core.from_json(encode(value, where=where))
@@ -281,6 +285,23 @@ class CallCodec:
 
     def decode_result(self, text: str) -> Any:
         return decode(text, self.return_annotation, where=self._result_where)
+
+    def returned(self, value: Any, text: str, *, decoded: bool) -> Any:
+        """Check that ``value``, which the function returned and encoded as ``text``, fits its return
+        annotation: what a caller decoding ``text`` gets back. A value that does not fit raises
+        :class:`SerializationError` where it was returned, not later where it is read (a run that had
+        recorded it could never read it back). ``decoded=False`` skips the decode where nothing in this
+        process needs the value and any JSON fits (annotation ``Any``); the result is then ``value``.
+        """
+        if self.result_passes_unchanged(value) or (self._result_is_any and not decoded):
+            return value
+        try:
+            return adapter_for(self.return_annotation).validate_json(text)
+        except ValidationError as exc:
+            raise SerializationError(
+                f"{self._result_where} does not match its return annotation {_type_name(self.return_annotation)}: "
+                f"got {type(value).__qualname__} ({exc.errors()[0]['msg']})"
+            ) from None
 
     def decode_result_value(self, value: Any) -> Any:
         """Decode an already-parsed JSON value (a run's output as an engine reports it) with the return

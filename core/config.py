@@ -1,5 +1,8 @@
 """Choosing a backend: the URL argument, else ``PERDURE_BACKEND``, else ``[tool.perdure]`` / perdure.toml.
 
+A relative file path in a config file's URL (``dbos+sqlite:///state/app.sqlite``) is relative to that file's
+folder, so the CLI run from any subfolder of the project reaches the same database.
+
 Backends are found by URL scheme in the ``perdure.backends`` entry-point group (third parties register
 there) and in the built-in table below. An engine that is not installed gives an install hint; an
 unknown scheme gives the list of schemes that are installed.
@@ -16,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from .backend import Backend
-from .errors import BackendNotInstalledError, ConfigurationError, InvalidBackendURLError, UnknownBackendError
+from .errors import (
+    BackendNotInstalledError,
+    ConfigurationError,
+    InvalidBackendURLError,
+    PerdureError,
+    UnknownBackendError,
+)
 
 # scheme -> (import path, extra to install, engine module whose absence means "not installed")
 BUILTIN: dict[str, tuple[str, str | None, str | None]] = {
@@ -59,11 +68,24 @@ def resolve_url(url: str | None = None) -> str:
         return env
     found = find_config()
     if found is not None:
-        return found[1]
+        path, configured = found
+        return _anchored(configured, path.parent)
     raise ConfigurationError(
         "no backend chosen: pass a URL (e.g. memory:// or dbos+sqlite:///perdure.sqlite), set "
         "PERDURE_BACKEND, or add `backend = \"...\"` under [tool.perdure] in pyproject.toml"
     )
+
+
+def _anchored(url: str, folder: Path) -> str:
+    """A config file's URL with its relative paths made relative to the file (:meth:`Backend.anchor_url`)."""
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        return url  # open_backend says what a URL looks like
+    try:
+        cls = backend_class(scheme.lower())
+    except PerdureError:
+        return url  # open_backend raises the same error, where a backend is actually needed
+    return cls.anchor_url(url, folder)
 
 
 def _registered() -> dict[str, str]:

@@ -153,23 +153,22 @@ def _failed(s: Step[Any, Any], attempt: int, exc: Exception) -> Attempt:
 
 
 def _succeeded(s: Step[Any, Any], call: StepCall, attempt: int, value: Any, output: str) -> Attempt:
+    # An output that does not fit the step's return annotation fails the attempt (a SerializationError:
+    # permanent), so the journal never records a success the workflow cannot read back.
+    try:
+        decoded = s.codec.returned(value, output, decoded=call.in_process)
+    except SerializationError as exc:
+        return _failed(s, attempt, exc)
     # The envelope of a success, assembled around the already-encoded output: this runs on every step, and
     # parsing the output only to serialize it again cost more than the rest of the attempt. It is the
     # same JSON as Envelope(..., ok=True, output=...).to_json().
     envelope = f'{s.ok_envelope_prefix}{output},"error":null,"attempts":{attempt}}}'
-    if not call.in_process:  # the workflow is elsewhere and decodes the envelope it gets back
-        return Attempt(envelope, None, False)
-    # The workflow that made this call runs in this process and decodes this output as soon as the engine
-    # has recorded it (see call_step); the value is known already, or decoded here from the same text.
-    # Here is cheaper: on engines that hand the step to other threads (DBOS) the workflow resumes with
-    # cold caches, while the output's types were just used to build and encode it.
-    if s.codec.result_passes_unchanged(value):
-        call.ran = (envelope, value)
-    else:
-        try:
-            call.ran = (envelope, s.codec.decode_result(output))
-        except Exception:  # noqa: BLE001  # the workflow's own decode raises it, as on every replay
-            pass
+    if call.in_process:
+        # The workflow that made this call runs in this process and reads this output as soon as the engine
+        # has recorded it (see call_step): hand it the value decoded here, from the same text. Here is
+        # cheaper: on engines that hand the step to other threads (DBOS) the workflow resumes with cold
+        # caches, while the output's types were just used to build and encode it.
+        call.ran = (envelope, decoded)
     return Attempt(envelope, None, False)
 
 
@@ -341,4 +340,6 @@ async def run_workflow(journal: Journal, run_id: str, workflow: str, args_json: 
         result = await wf.fn(*args, **kwargs)
     finally:
         _run.reset(token)
-    return wf.codec.encode_result(result)
+    output = wf.codec.encode_result(result)
+    wf.codec.returned(result, output, decoded=False)  # a result that does not fit its annotation fails the run
+    return output

@@ -81,7 +81,7 @@ def test_an_in_process_call_hands_over_its_decoded_output_and_other_text_is_deco
     assert reformatted.calls[0].ran is not None and reformatted.calls[0].ran[1] is not b  # decoded from its text
 
 
-def test_a_call_rebuilt_elsewhere_does_not_decode_its_output_in_the_body() -> None:
+def test_a_call_rebuilt_elsewhere_hands_nothing_over_and_still_checks_its_output() -> None:
     class Elsewhere(_Journal):
         async def step(self, call: StepCall) -> str:
             rebuilt = StepCall(call.run_id, call.position, call.name, call.kind, call.args_json, call.idempotency_key)
@@ -91,6 +91,15 @@ def test_a_call_rebuilt_elsewhere_does_not_decode_its_output_in_the_body() -> No
     journal = Elsewhere()
     assert _in_run(journal, lambda: days(1)) == [dt.date(2026, 1, 1)]
     assert not journal.calls[0].in_process and journal.calls[0].ran is None
+    # A body whose workflow is elsewhere (a Temporal activity) checks its output against the annotation
+    # too: the failure is the step's, wherever it runs.
+    with pytest.raises(perdure.SerializationError, match="does not match its return annotation list"):
+        _in_run(Elsewhere(), lambda: wrong_days(1))
+
+
+@perdure.step(name="decoding.wrong_days")
+async def wrong_days(n: int) -> list[dt.date]:
+    return [f"day {d}" for d in range(n)]  # type: ignore[misc]  # not dates
 
 
 # --- property: the in-process decode and the journal's decode agree ---------------------------------------

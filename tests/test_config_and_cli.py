@@ -41,6 +41,43 @@ def test_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         config.resolve_url()
 
 
+def test_a_relative_sqlite_path_in_a_config_file_is_relative_to_that_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PERDURE_BACKEND", raising=False)
+    (tmp_path / "pyproject.toml").write_text('[tool.perdure]\nbackend = "dbos+sqlite:///state/app.sqlite"\n')
+    deep = tmp_path / "src" / "pkg"
+    deep.mkdir(parents=True)
+    for where in (tmp_path, deep):  # the same database from the project root and from a subfolder
+        monkeypatch.chdir(where)
+        assert config.resolve_url() == f"dbos+sqlite:///{tmp_path / 'state' / 'app.sqlite'}"
+        assert config.open_backend().db.dbos_url == f"sqlite:///{tmp_path / 'state' / 'app.sqlite'}"  # type: ignore[attr-defined]
+    # Absolute paths, other engines, and URLs from the environment or an argument are left as they are.
+    for url in (f"dbos+sqlite:///{tmp_path / 'abs.sqlite'}", "memory://rel", "dbos+postgresql://u@h:5432/db"):
+        (tmp_path / "pyproject.toml").write_text(f'[tool.perdure]\nbackend = "{url}"\n')
+        assert config.resolve_url() == url
+    monkeypatch.setenv("PERDURE_BACKEND", "dbos+sqlite:///rel.sqlite")
+    assert config.resolve_url() == "dbos+sqlite:///rel.sqlite"
+    # A config URL naming an engine that is not installed still fails where a backend is opened, as before.
+    monkeypatch.delenv("PERDURE_BACKEND")
+    (tmp_path / "pyproject.toml").write_text('[tool.perdure]\nbackend = "kafka:///rel"\n')
+    assert config.resolve_url() == "kafka:///rel"
+    with pytest.raises(UnknownBackendError):
+        config.open_backend()
+
+
+def test_passwords_are_redacted_from_urls_in_messages() -> None:
+    from perdure.core.backend import redact_url
+
+    assert redact_url("dbos+postgresql://app:pa:ss@db.internal:5432/prod?sslmode=require") == (
+        "dbos+postgresql://app:***@db.internal:5432/prod?sslmode=require")
+    for url in ("dbos+postgresql://app@db:5432/prod", "dbos+sqlite:////tmp/a@b:c.sqlite", "memory://x", "temporal://h:7233/ns"):
+        assert redact_url(url) == url
+    with pytest.raises(InvalidBackendURLError) as failed:
+        config.open_backend("dbos+postgresql://app:hunter2@/nodb")
+    assert "hunter2" not in str(failed.value) and "app:***@" in str(failed.value)
+
+
 def test_bad_urls_and_schemes(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(InvalidBackendURLError, match="scheme://"):
         config.open_backend("localhost:7233")
@@ -88,6 +125,10 @@ def test_cli_errors_are_explained_with_exit_code_2() -> None:
     assert out.returncode == 2 and "separate worker cannot reach it" in out.stderr
     out = _perdure("start", "x.y", "--arg", "topic=not json")
     assert out.returncode == 2 and "is not JSON" in out.stderr
+    out = _perdure("start", "x.y", "--arg", 'run_id="r-1"')
+    assert out.returncode == 2 and "given with --run-id ID" in out.stderr
+    out = _perdure("dev", "temporal://127.0.0.1:7233/default")  # the address would be silently ignored
+    assert out.returncode == 2 and "takes an engine name (temporal), not a URL" in out.stderr
 
 
 def test_conformance_cli_lists_and_runs(tmp_path: Path) -> None:
@@ -117,6 +158,22 @@ def test_start_with_app_refuses_a_workflow_the_app_does_not_define(tmp_path: Pat
     assert out.returncode == 2 and "WorkflowNotFoundError" in out.stderr and "flowsapp.hello" in out.stderr
     out = _perdure("start", "flowsapp.hello", "--app", "flowsapp", "--arg", "who=3", cwd=tmp_path)
     assert out.returncode == 2 and "SerializationError" in out.stderr and "'who'" in out.stderr
+
+
+def test_commands_run_from_a_subfolder_reach_the_config_file_s_database(tmp_path: Path) -> None:
+    (tmp_path / "perdure.toml").write_text('backend = "dbos+sqlite:///app.sqlite"\n')
+    (tmp_path / "sub").mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PERDURE_BACKEND"}
+
+    def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "perdure", *args], capture_output=True, text=True, env=env,
+                              cwd=cwd, timeout=120)
+
+    out = cli("start", "some.flow", "--run-id", "from-sub", cwd=tmp_path / "sub")
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "app.sqlite").is_file() and not (tmp_path / "sub" / "app.sqlite").exists()
+    out = cli("runs", cwd=tmp_path)
+    assert out.returncode == 0 and "from-sub" in out.stdout, out.stdout + out.stderr
 
 
 def test_the_worker_script_imports_apps_from_the_current_directory_and_warns_when_it_serves_nothing(

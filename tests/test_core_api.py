@@ -131,6 +131,66 @@ def test_bodies_and_workflows_see_the_decoded_types_with_or_without_the_shortcut
     assert [r.output for r in records][:3] == [3.0, 6.0, 7]
 
 
+def test_a_workflow_parameter_cannot_take_the_name_client_start_reserves_for_the_run_id() -> None:
+    async def order(run_id: str) -> str:
+        return run_id
+
+    # Registered, client.start(order, run_id="A-1") would silently name the run "A-1" and pass nothing.
+    with pytest.raises(perdure.RegistrationError, match="parameter named 'run_id'.*perdure.run_id"):
+        perdure.workflow(name="t.reserved")(order)
+    from perdure.core.registry import workflows
+
+    assert "t.reserved" not in workflows()
+
+
+@perdure.step(name="t.mistyped")
+async def mistyped(calls: list[int]) -> int:
+    calls.append(1)
+    return "twelve"  # type: ignore[return-value]  # the bug under test
+
+
+def test_a_step_output_that_does_not_fit_its_annotation_fails_the_step_not_the_later_read() -> None:
+    @perdure.workflow(name="t.reads_mistyped")
+    async def reads_mistyped() -> list[str]:
+        try:
+            await mistyped([])
+        except SerializationError as exc:
+            return [type(exc).__name__, str(exc)]
+        return ["no error"]
+
+    async def body(client: perdure.Client) -> Any:
+        run_id = await client.start(reads_mistyped)
+        return await client.result(run_id, timeout=10), await client.steps(run_id)
+
+    (error_type, message), records = on_memory(body)
+    assert error_type == "SerializationError"
+    assert "output of step 't.mistyped' does not match its return annotation int: got str" in message
+    # Recorded as the failure it is (once: permanent), never as a success no replay could read back.
+    assert [(r.name, r.status.value, r.attempts, r.output) for r in records] == [("t.mistyped", "FAILED", 1, None)]
+    assert records[0].error is not None and records[0].error.type == "SerializationError"
+
+
+def test_a_workflow_result_that_does_not_fit_its_annotation_fails_the_run() -> None:
+    @perdure.workflow(name="t.mistyped_result")
+    async def mistyped_result() -> Quote:
+        return {"symbol": "X"}  # type: ignore[return-value]  # no price
+
+    @perdure.workflow(name="t.coerced_result")
+    async def coerced_result() -> Quote:
+        return {"symbol": "X", "price": 2}  # type: ignore[return-value]  # fits: read back as a Quote
+
+    async def body(client: perdure.Client) -> Any:
+        ok = await client.result(await client.start(coerced_result), timeout=10)
+        with pytest.raises(RunFailedError) as failed:
+            await client.result(await client.start(mistyped_result), timeout=10)
+        return ok, failed.value
+
+    ok, failed = on_memory(body)
+    assert ok == Quote(symbol="X", price=2.0)
+    assert failed.error_type == "SerializationError"
+    assert "output of workflow 't.mistyped_result' does not match its return annotation Quote" in str(failed)
+
+
 def test_arguments_over_the_payload_limit_still_fail_with_the_typed_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PERDURE_MAX_PAYLOAD_BYTES", "1024")
 
@@ -502,7 +562,10 @@ def test_annotated_constraints_hold_for_arguments_and_outputs() -> None:
     ok, bad = on_memory(body)
     assert ok == ["5", "5"]
     assert bad[0].startswith("cannot decode argument 'x' of step 't.decoding.positive': 1 validation error")
-    assert bad[1].startswith("cannot decode output of step 't.decoding.claims_positive' as typing.Annotated[int")
+    # The output breaking its constraint fails the step that returned it (a permanent SerializationError).
+    assert bad[1].startswith("output of step 't.decoding.claims_positive' does not match its return annotation "
+                             "Annotated[int")
+    assert bad[1].endswith("got int (Input should be greater than 0)")
 
 
 def test_the_workflow_never_gets_the_body_s_own_object() -> None:

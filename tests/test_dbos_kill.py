@@ -385,3 +385,23 @@ def test_a_running_worker_takes_over_a_killed_workers_run_but_never_a_live_ones(
             assert workers.calls(second_run, "publish") == [str(standby.pid)]  # its live worker kept it
 
     asyncio.run(main())
+
+
+def test_reading_a_postgres_database_that_does_not_exist_is_a_typed_error_without_the_password(
+    postgres: str,
+) -> None:
+    name = f"t_missing_{uuid.uuid4().hex[:8]}"
+    host = postgres.split("@", 1)[1]
+    url = f"dbos+postgresql://postgres:s3cret@{host}/{name}"
+
+    async def read() -> str:
+        async with perdure.Client(url) as client:
+            with pytest.raises(ConfigurationError) as failed:
+                await client.runs()
+            return str(failed.value)
+
+    message = asyncio.run(read())
+    assert f'database "{name}" does not exist' in message and "postgres:***@" in message
+    assert "s3cret" not in message  # reading did not create it (the next read fails the same way)
+    assert asyncio.run(read()) == message
+

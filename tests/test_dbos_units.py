@@ -201,6 +201,35 @@ def test_client_side_without_a_worker(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
+def test_reading_never_creates_migrates_or_writes_the_database(tmp_path: Path) -> None:
+    path = tmp_path / "typo.sqlite"
+    url = f"dbos+sqlite:///{path}"
+
+    async def read_missing() -> None:
+        async with perdure.Client(url) as client:
+            for read in (client.status("r"), client.steps("r"), client.result("r"), client.approve("r", "a"),
+                         client.cancel("r")):
+                with pytest.raises(RunNotFoundError, match=f"there is no database at {path}"):
+                    await read
+            assert await client.runs() == []
+
+    asyncio.run(read_missing())
+    assert not path.exists()  # a misspelt path leaves nothing behind
+
+    async def start() -> None:
+        async with perdure.Client(url) as client:
+            await client.start(flow, 1, run_id="r")
+
+    asyncio.run(start())
+    before = path.read_bytes()
+    # A fresh process (whose first contact with the database is a read) inspects without writing a byte.
+    for command in (["runs"], ["status", "r"], ["steps", "r"]):
+        out = subprocess.run([sys.executable, "-m", "perdure", *command, "--backend", url], capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0 and "r" in out.stdout, out.stderr
+    assert path.read_bytes() == before
+
+
 # --- replay from one read, liveness, and the DBOS internals both rely on ----------------------------------
 def test_a_recorded_run_answers_only_what_dbos_would_return_as_is() -> None:
     envelope = '{"name":"a","kind":"step","ok":true,"output":1,"error":null,"attempts":1}'

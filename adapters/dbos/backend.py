@@ -46,6 +46,10 @@ from .database import (
 from .serializer import SERIALIZER
 
 
+class _NoDatabase(Exception):
+    """Reading a SQLite system database whose file does not exist (see DBOSBackend._connect)."""
+
+
 class DBOSBackend(Backend):
     """perdure on DBOS. State lives in the system database named by the URL; workers are DBOS processes."""
 
@@ -57,37 +61,80 @@ class DBOSBackend(Backend):
         self.db = Database.from_url(url, self.parts)
         self._engine: sa.Engine | None = None
         self._client: DBOSClient | None = None
+        self._prepared = False
         self._lock = threading.Lock()  # client calls run in worker threads: connect once
 
+    @classmethod
+    def anchor_url(cls, url: str, folder: Path) -> str:
+        """``dbos+sqlite:///relative.sqlite`` in a config file: relative to the file's folder."""
+        scheme, _, rest = url.partition("://")
+        path, sep, query = rest.removeprefix("/").partition("?")
+        if scheme.lower() != "dbos+sqlite" or not rest.startswith("/") or path.startswith("/") or not path:
+            return url  # absolute, Postgres, or not a URL Database.from_url accepts (it says why)
+        if path == ":memory:":
+            return url
+        return f"{scheme}:///{(folder / path).as_posix()}{sep}{query}"
+
     # --- connections --------------------------------------------------------------------------------
-    def _connect(self) -> DBOSClient:
+    def _connect(self, *, write: bool = True) -> DBOSClient:
+        """The DBOS client on the system database. Writing (starting a run, deciding, cancelling) first
+        creates or migrates the database. Reading never does: inspecting runs needs no write access, and a
+        misspelt SQLite path raises :class:`_NoDatabase` instead of leaving an empty database behind."""
         client = self._client
-        if client is None:
+        if client is None or (write and not self._prepared):
             with self._lock:
                 if self._client is None:
-                    engine = self.db.create_engine()
-                    prepare(self.db, engine)
-                    self._engine = engine
+                    if not write and self.db.missing():
+                        raise _NoDatabase
+                    self._engine = self.db.create_engine()
+                    if write:
+                        prepare(self.db, self._engine)
+                        self._prepared = True
+                    else:
+                        self._probe(self._engine)
                     self._client = DBOSClient(
-                        system_database_engine=engine, serializer=SERIALIZER, application_name=APP_NAME
+                        system_database_engine=self._engine, serializer=SERIALIZER, application_name=APP_NAME
                     )
+                elif write and not self._prepared:
+                    assert self._engine is not None
+                    prepare(self.db, self._engine)
+                    self._prepared = True
                 client = self._client
         return client
+
+    def _probe(self, engine: sa.Engine) -> None:
+        """Connect once, so an unreachable server or a database that does not exist is a typed error here
+        (writing would create the database; reading does not)."""
+        try:
+            with engine.connect():
+                pass
+        except sa.exc.DBAPIError as exc:
+            engine.dispose()
+            self._engine = None
+            raise ConfigurationError(f"{self.safe_url}: cannot read the DBOS system database: {exc.orig or exc}") from None
+
+    def _not_found(self, run_id: str) -> RunNotFoundError:
+        where = f" (there is no database at {self.db.path})" if self.db.missing() else ""
+        return RunNotFoundError(f"no run {run_id!r} on {self.safe_url}{where}")
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a blocking DBOS client call off the event loop."""
         return await asyncio.to_thread(fn, *args, **kwargs)
 
     def _status(self, run_id: str, *, load: bool = True) -> Any:
-        found = self._connect().list_workflows(workflow_ids=[run_id], load_input=load, load_output=load)
+        try:
+            client = self._connect(write=False)
+        except _NoDatabase:
+            raise self._not_found(run_id) from None
+        found = client.list_workflows(workflow_ids=[run_id], load_input=load, load_output=load)
         if not found:
-            raise RunNotFoundError(f"no run {run_id!r} on {self.url}")
+            raise self._not_found(run_id)
         return found[0]
 
     def _info(self, status: Any) -> RunInfo:
         pending = None
         if records.needs_pending_event(status):
-            pending = self._connect().get_event(status.workflow_id, PENDING_EVENT, timeout_seconds=0)
+            pending = self._connect(write=False).get_event(status.workflow_id, PENDING_EVENT, timeout_seconds=0)
         return records.run_info(status, pending)
 
     # --- client side --------------------------------------------------------------------------------
@@ -107,7 +154,7 @@ class DBOSBackend(Backend):
             # An existing workflow ID returns that run: DBOS neither stores the new arguments nor runs it twice.
             client.enqueue(options, workflow, pydantic_core.from_json(args_json))
         except DBOSConflictingWorkflowError:
-            raise RunConflictError(f"run {run_id!r} already exists on {self.url} and is not a perdure run") from None
+            raise RunConflictError(f"run {run_id!r} already exists on {self.safe_url} and is not a perdure run") from None
         status = self._status(run_id)
         existing = records.perdure_workflow(status)
         if existing != workflow:
@@ -134,14 +181,18 @@ class DBOSBackend(Backend):
     async def steps(self, run_id: str) -> list[StepRecord]:
         def read() -> list[StepRecord]:
             status = self._status(run_id, load=False)
-            operations = self._connect().list_workflow_steps(run_id)
+            operations = self._connect(write=False).list_workflow_steps(run_id)
             return records.step_records(operations, status.status)
 
         return await self._call(read)
 
     async def list_runs(self, limit: int = 50) -> list[RunInfo]:
         def read() -> list[RunInfo]:
-            found = self._connect().list_workflows(name=DBOS_WORKFLOW, sort_desc=True, limit=limit)
+            try:
+                client = self._connect(write=False)
+            except _NoDatabase:
+                return []  # nothing was ever started there (and reading does not create the file)
+            found = client.list_workflows(name=DBOS_WORKFLOW, sort_desc=True, limit=limit)
             return [self._info(s) for s in found]
 
         return await self._call(read)
@@ -168,7 +219,7 @@ class DBOSBackend(Backend):
 
     async def cancel(self, run_id: str) -> None:
         def cancel() -> None:
-            status = self._status(run_id, load=False)
+            status = self._status(run_id, load=False)  # read first: an unknown run creates nothing
             if status.status in records.TERMINAL:
                 return
             self._connect().cancel_workflow(run_id)

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 
+from ...core.backend import redact_url
 from ...core.errors import ConfigurationError, InvalidBackendURLError
 
 APP_NAME = "perdure"
@@ -82,17 +83,27 @@ class Database:
         if scheme == "dbos+sqlite":
             if not parts.path or parts.path == "/" or parts.netloc:
                 raise InvalidBackendURLError(
-                    f"{url!r}: a DBOS SQLite URL is dbos+sqlite:///relative/path.sqlite or "
+                    f"{redact_url(url)!r}: a DBOS SQLite URL is dbos+sqlite:///relative/path.sqlite or "
                     "dbos+sqlite:////absolute/path.sqlite"
                 )
             return cls(url, f"sqlite://{rest}", True)
         if scheme == "dbos+postgresql":
             if not parts.hostname or not parts.path.strip("/"):
                 raise InvalidBackendURLError(
-                    f"{url!r}: a DBOS Postgres URL is dbos+postgresql://user:password@host:port/database"
+                    f"{redact_url(url)!r}: a DBOS Postgres URL is dbos+postgresql://user:password@host:port/database"
                 )
             return cls(url, f"postgresql://{rest}", False)
-        raise InvalidBackendURLError(f"{url!r}: expected dbos+sqlite:// or dbos+postgresql://")
+        raise InvalidBackendURLError(f"{redact_url(url)!r}: expected dbos+sqlite:// or dbos+postgresql://")
+
+    @property
+    def path(self) -> str | None:
+        """The SQLite file (None for Postgres and in-memory SQLite)."""
+        path = sa.make_url(self.dbos_url).database if self.sqlite else None
+        return path if path and path != ":memory:" else None
+
+    def missing(self) -> bool:
+        """Whether this is a SQLite database whose file does not exist yet (connecting would create it)."""
+        return self.path is not None and not Path(self.path).exists()
 
     def create_engine(self, pool_size: int = 5) -> sa.Engine:
         """An SQLAlchemy engine configured the way DBOS configures its own."""
@@ -129,21 +140,19 @@ def prepare(db: Database, engine: sa.Engine) -> None:
                 # Another process creating the same database or table at this very moment: look again.
                 if attempt == 2:
                     raise ConfigurationError(
-                        f"{db.url}: cannot open or create the DBOS system database: {exc.orig or exc}"
+                        f"{redact_url(db.url)}: cannot open or create the DBOS system database: {exc.orig or exc}"
                     ) from exc
                 time.sleep(0.2)
             except OSError as exc:  # the SQLite file's folder cannot be created
-                raise ConfigurationError(f"{db.url}: cannot create the SQLite database's folder: {exc}") from exc
+                raise ConfigurationError(f"{redact_url(db.url)}: cannot create the SQLite database's folder: {exc}") from exc
         _prepared.add(db.dbos_url)
 
 
 def _prepare(db: Database, engine: sa.Engine) -> None:
     from dbos import DBOS, DBOSClient
 
-    if db.sqlite:
-        path = sa.make_url(db.dbos_url).database
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if db.path is not None:
+        Path(db.path).parent.mkdir(parents=True, exist_ok=True)
     DBOS.migrate(db.dbos_url)  # creates the Postgres database / SQLite file and DBOS's tables
     with engine.begin() as conn:
         conn.execute(sa.schema.CreateTable(_decisions, if_not_exists=True))

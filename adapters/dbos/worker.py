@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from dbos import DBOS, DBOSClient
 
+from ...core.backend import redact_url
 from .database import APP_NAME, APP_VERSION, DBOS_WORKFLOW, Database, prepare
 from .liveness import Watch
 from .serializer import SERIALIZER
@@ -58,7 +59,7 @@ def _warn_other_versions(db: Database, engine: Any) -> None:
             "%d unfinished run(s) on %s were started by another perdure journal version (%s, this worker is "
             "%s) and will not be resumed by it: finish them with a worker of that version or cancel them "
             "(`perdure cancel RUN_ID`). First: %s",
-            len(stale), db.url, ", ".join(versions), APP_VERSION, ", ".join(s.workflow_id for s in stale[:5]),
+            len(stale), redact_url(db.url), ", ".join(versions), APP_VERSION, ", ".join(s.workflow_id for s in stale[:5]),
         )
 
 

@@ -129,7 +129,7 @@ class RestateBackend(Backend):
             self._runs(f"i.target_service_key = {sql_literal(run_id)}"), self._states([run_id])
         )
         if not runs:
-            raise RunNotFoundError(f"no run {run_id!r} on {self.url}")
+            raise RunNotFoundError(f"no run {run_id!r} on {self.safe_url}")
         return runs[0], states.get(run_id, {})
 
     @staticmethod

@@ -110,7 +110,7 @@ class TemporalBackend(Backend):
             desc = await handle.describe()
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
-                raise RunNotFoundError(f"no run {run_id!r} on {self.url}") from None
+                raise RunNotFoundError(f"no run {run_id!r} on {self.safe_url}") from None
             raise
         if desc.workflow_type == GATE_WORKFLOW:
             raise RunNotFoundError(f"{run_id!r} is a perdure decision record, not a run")
