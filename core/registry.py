@@ -102,16 +102,89 @@ _workflows: dict[str, Workflow[Any, Any]] = {}
 _steps: dict[str, Step[Any, Any]] = {}
 
 
+def _equal(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001  # objects that cannot be compared are different
+        return False
+
+
+def _cells(fn: Any) -> list[Any]:
+    out = []
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            out.append(cell.cell_contents)
+        except ValueError:  # an empty cell
+            out.append(_EMPTY)
+    return out
+
+
+_EMPTY = object()
+
+
+def same_definition(a: Callable[..., Any], b: Callable[..., Any]) -> bool:
+    """Whether two functions registered under one name are the same code working on the same values.
+
+    Yes for the same object, for the same function imported again (a module imported twice, Temporal's
+    sandbox: new code objects, same module and qualified name), and for two functions made by one
+    definition whose captured values and defaults are equal. No for two functions one factory made
+    around different values (a tool per tenant, per connection): a step found by name in another process
+    or on replay would run the other one's code, silently.
+    """
+    if a is b:
+        return True
+    if not _equal(getattr(a, "__self__", None), getattr(b, "__self__", None)):  # bound methods
+        return False
+    a, b = getattr(a, "__func__", a), getattr(b, "__func__", b)
+    code_a, code_b = getattr(a, "__code__", None), getattr(b, "__code__", None)
+    if code_a is None or code_b is None:  # callable objects: the same class, equal attributes
+        return equivalent(a, b)
+    if code_a is not code_b:
+        return (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
+    return (
+        all(_equal(x, y) for x, y in zip(_cells(a), _cells(b), strict=True))
+        and _equal(getattr(a, "__defaults__", None), getattr(b, "__defaults__", None))
+        and _equal(getattr(a, "__kwdefaults__", None), getattr(b, "__kwdefaults__", None))
+    )
+
+
+def equivalent(a: Any, b: Any) -> bool:
+    """Whether two objects registered under one name (a model, a class-based tool) do the same thing: the
+    same object, or the same class with equal settings -- a pydantic model's dump (which leaves out its
+    clients), else equal attributes. Two instances that differ in anything (an endpoint, a key, a
+    captured connection) are not."""
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return False
+    dump = getattr(a, "model_dump", None)
+    if callable(dump):
+        try:
+            return bool(dump() == b.model_dump())
+        except Exception:  # noqa: BLE001  # a field pydantic cannot dump: compare attributes
+            pass
+    try:
+        va, vb = vars(a), vars(b)
+    except TypeError:  # no __dict__ (slots): nothing to tell them apart by
+        return True
+    return va.keys() == vb.keys() and all(_equal(va[k], vb[k]) for k in va)
+
+
 def _register(table: dict[str, Any], name: str, obj: Any, what: str) -> None:
     existing = table.get(name)
     # Re-importing the same module (Temporal's sandbox, importlib test mode) re-registers the same function:
     # allowed. A *different* function under the same name would make replays run the wrong code: refused.
-    if existing is not None and getattr(existing.fn, "__code__", None) is not getattr(obj.fn, "__code__", None):
-        if (existing.fn.__module__, existing.fn.__qualname__) != (obj.fn.__module__, obj.fn.__qualname__):
-            raise RegistrationError(
-                f"two different {what}s are named {name!r} ({existing.fn.__module__}.{existing.fn.__qualname__} "
-                f"and {obj.fn.__module__}.{obj.fn.__qualname__}); give one an explicit name="
-            )
+    if existing is not None and not same_definition(existing.fn, obj.fn):
+        origin = f"{obj.fn.__module__}.{obj.fn.__qualname__}"
+        other = f"{existing.fn.__module__}.{existing.fn.__qualname__}"
+        detail = (f"{other} and {origin}" if other != origin
+                  else f"two functions {origin} made around different values")
+        raise RegistrationError(
+            f"two different {what}s are named {name!r} ({detail}); give each its own name= (a worker finds "
+            f"{what}s by name, so one would run the other's code)"
+        )
     table[name] = obj
 
 

@@ -207,6 +207,7 @@ class RunContext:
         self.journal = journal
         self._position = 0
         self._rng: _random.Random | None = None  # made on first use: most runs never ask
+        self._keys: dict[str, int] | None = None  # unique_key's counts, made on first use
 
     @property
     def rng(self) -> _random.Random:
@@ -214,6 +215,16 @@ class RunContext:
         if self._rng is None:
             self._rng = _random.Random(int.from_bytes(hashlib.sha256(self.run_id.encode()).digest()[:8], "big"))
         return self._rng
+
+    def unique_key(self, key: str) -> str:
+        """``key`` the first time in this run, then ``key#2``, ``key#3``...: for integrations keying tool calls
+        by a framework's call id, which a provider (or a second agent or graph in the same run) may reuse.
+        Counted per execution of the workflow, in call order, so a replay gives every call the same key."""
+        if self._keys is None:
+            self._keys = {}
+        n = self._keys.get(key, 0) + 1
+        self._keys[key] = n
+        return key if n == 1 else f"{key}#{n}"
 
     def _next(self) -> int:
         pos = self._position

@@ -143,6 +143,19 @@ def test_a_workflow_parameter_cannot_take_the_name_client_start_reserves_for_the
     assert "t.reserved" not in workflows()
 
 
+def test_one_step_name_cannot_stand_for_functions_a_factory_made_around_different_values() -> None:
+    def make_fetch(tenant: str, limit: int = 10) -> Any:
+        async def fetch() -> str:
+            return f"{tenant}:{limit}"
+
+        return perdure.step(name="t.fetch_for_tenant")(fetch)
+
+    make_fetch("acme")
+    make_fetch("acme")  # the same definition around the same values (a module imported twice): fine
+    with pytest.raises(perdure.RegistrationError, match="made around different values"):
+        make_fetch("globex")  # a worker finding the step by name would fetch acme's data for globex
+
+
 @perdure.step(name="t.mistyped")
 async def mistyped(calls: list[int]) -> int:
     calls.append(1)

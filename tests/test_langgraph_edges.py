@@ -277,3 +277,64 @@ def test_a_tool_wrapper_that_delays_a_call_does_not_reorder_the_journal() -> Non
     out, records, _ = run(wrapped)
     assert out == "done"
     assert [r.output["message"]["data"]["tool_call_id"] for r in records[1:3]] == ["first", "second"]
+
+
+class OneCall(BaseChatModel):
+    """Calls ``typed`` once with the id "call_0" (as every fresh conversation of some models does), then
+    answers with the tool's output."""
+
+    endpoint: str = "https://a.example"
+
+    @property
+    def _llm_type(self) -> str:
+        return "one-call"
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        return self
+
+    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any) -> ChatResult:
+        results = [m for m in messages if isinstance(m, ToolMessage)]
+        if results:
+            return ChatResult(generations=[ChatGeneration(message=AIMessage(content=str(results[-1].content)))])
+        call = {"name": "typed", "args": {"n": len(messages)}, "id": "call_0"}
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content="", tool_calls=[call]))])
+
+
+ONE_CALL = _loop_graph(durable_model(OneCall(), name="test-one-call"), DurableToolNode([typed], retry=FAST))
+
+
+@perdure.workflow(name="test_lg_edges.two_graphs")
+async def two_graphs() -> list[str]:
+    out = []
+    for customer in ("alice", "bob"):
+        state = await run_graph(ONE_CALL, {"messages": [HumanMessage(content=f"invoice {customer}")]})
+        out.append(str(state["messages"][-1].content))
+    return out
+
+
+def test_two_graphs_in_one_run_give_a_reused_tool_call_id_two_idempotency_keys() -> None:
+    KEYS.clear()
+    out, _, rid = run(two_graphs)
+    assert out == ["n=1", "n=1"]
+    # Counted per perdure run, not per run_graph: a payment API deduplicating by key charges both.
+    assert KEYS == [("typed", f"{rid}:call_0"), ("typed", f"{rid}:call_0#2")]
+
+
+def test_a_name_cannot_stand_for_two_different_tools_models_or_retry_policies() -> None:
+    def make_lookup(tenant: str) -> Any:
+        @tool
+        async def lookup(key: str) -> str:
+            """Look a key up in the tenant's store."""
+            return f"{tenant}:{key}"
+
+        return lookup
+
+    DurableToolNode([make_lookup("acme")])
+    DurableToolNode([make_lookup("acme")])  # the same tool again (a graph built twice): fine
+    with pytest.raises(perdure.RegistrationError, match="made around different values"):
+        DurableToolNode([make_lookup("globex")])  # would silently run acme's lookup for globex
+    with pytest.raises(perdure.RegistrationError, match="already registered with"):
+        DurableToolNode([typed], retry=perdure.RetryPolicy(max_attempts=7))
+    durable_model(OneCall(), name="test-one-call")  # equal settings: the same model
+    with pytest.raises(perdure.RegistrationError, match="two different chat models"):
+        durable_model(OneCall(endpoint="https://b.example"), name="test-one-call")

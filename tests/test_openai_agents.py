@@ -442,6 +442,41 @@ def test_two_different_tools_with_one_name_are_refused() -> None:
         register(Agent(name="clash", tools=[other]))
 
 
+def test_one_name_never_stands_for_two_tools_models_or_retry_policies() -> None:
+    """Tools and models are found by name where the step runs: a second, different object under a name
+    would make one run call the other's (a tenant's tool, a model with another endpoint)."""
+    from perdure.integrations.openai_agents import register
+
+    def make_balance(tenant: str) -> Any:
+        async def balance() -> str:
+            """The tenant's balance."""
+            return f"{tenant}: 100"
+
+        return function_tool(balance, name_override="t_oai_balance")
+
+    register(Agent(name="acme", tools=[make_balance("acme")]))
+    register(Agent(name="acme", tools=[make_balance("acme")]))  # the same tool built again: fine
+    with pytest.raises(perdure.RegistrationError, match="made around different values"):
+        register(Agent(name="globex", tools=[make_balance("globex")]))
+    with pytest.raises(perdure.RegistrationError, match="already registered with"):
+        register(Agent(name="acme", tools=[make_balance("acme")]),
+                 tool_retry=perdure.RetryPolicy(max_attempts=9))
+
+    def answer(text: str) -> Any:
+        return lambda turn: text
+
+    first = ScriptedModel(answer("A"))
+    register_model("t.oai.writer", first)
+    register_model("t.oai.writer", first)  # the same instance again: fine
+    with pytest.raises(perdure.RegistrationError, match="two different models"):
+        register_model("t.oai.writer", ScriptedModel(answer("B")))
+    # An agent's unregistered model instance is registered under the agent's name: a second agent of that
+    # name with another model is refused, pointing to register_model.
+    register(Agent(name="t-oai-assistant", model=ScriptedModel(answer("A"))))
+    with pytest.raises(perdure.RegistrationError, match="register_model"):
+        register(Agent(name="t-oai-assistant", model=ScriptedModel(answer("B"))))
+
+
 class Customer(BaseModel):
     name: str
     tier: int

@@ -89,14 +89,6 @@ class GraphRun:
     # id(scratchpad) -> (scratchpad, occurrences of (step, fingerprint) in that task execution). The
     # scratchpad is kept alive so its id cannot be reused by another task while the graph runs.
     executions: dict[int, tuple[object, collections.Counter[tuple[str, str]]]] = field(default_factory=dict)
-    keys: collections.Counter[str] = field(default_factory=collections.Counter)
-
-    def unique_key(self, key: str) -> str:
-        """``key`` the first time, ``key#2``, ``key#3``... after: a framework id reused by a later call
-        (some models number tool calls per response) must not share an idempotency key with the first."""
-        self.keys[key] += 1
-        n = self.keys[key]
-        return key if n == 1 else f"{key}#{n}"
 
     def occurrence(self, scratchpad: object, step: str, fp: str) -> int:
         entry = self.executions.get(id(scratchpad))
@@ -177,7 +169,9 @@ async def durable_call(
             if memo_key in state.memo:  # the task re-executes after a resume: no second call
                 return copy.deepcopy(state.memo[memo_key])
         run = state.run
-        unique = state.unique_key(key) if key is not None else None
+        # Counted per perdure run, not per graph: two graphs (or agents) in one workflow whose models reuse
+        # a tool-call id still give each call its own idempotency key.
+        unique = run.unique_key(key) if key is not None else None
         # What the journal position of this call will be: call_step takes it synchronously when the
         # coroutine starts, and nothing else runs in between (the next ticket's waiter runs only after
         # this task suspends).

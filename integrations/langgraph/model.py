@@ -60,22 +60,36 @@ def _params(model: BaseChatModel) -> dict[str, Any]:
         return {}
 
 
+def _settings(model: BaseChatModel) -> Any:
+    """Everything that configures ``model``: its pydantic fields (endpoint and key included; the clients
+    built from them are excluded fields), else its identifying parameters."""
+    try:
+        return model.model_dump()
+    except Exception:  # noqa: BLE001  # a field pydantic cannot dump
+        return _params(model)
+
+
 def _register(name: str, model: BaseChatModel, retry: RetryPolicy | None) -> Step[Any, Any]:
     if not _NAME.match(name):
         raise RegistrationError(f"a durable model name is 1-80 letters, digits, '_', '-' or '.', got {name!r}")
     existing = _models.get(name)
     # Re-importing the module that builds the model (tests, Temporal's sandbox) registers an equal model
-    # again: allowed. Another model (another class, or other parameters such as the model name or the
-    # temperature) under the same name would make one model's steps run the other: refused.
+    # again: allowed. Another model (another class, or any other setting: the model name, the temperature,
+    # the endpoint, the key) under the same name would make one model's steps run the other: refused.
     if existing is not None and existing is not model and (
-        type(existing).__name__ != type(model).__name__ or _params(existing) != _params(model)
+        type(existing).__name__ != type(model).__name__ or _settings(existing) != _settings(model)
     ):
         raise RegistrationError(
             f"two different chat models are registered as {name!r} ({type(existing).__name__} "
-            f"{_params(existing)} and {type(model).__name__} {_params(model)}); give each "
-            "durable_model(...) its own name="
+            f"{_params(existing)} and {type(model).__name__} {_params(model)}, or settings such as their "
+            "endpoint differ); give each durable_model(...) its own name="
         )
     _models[name] = model
+    if name in _steps and retry is not None and retry != _steps[name].retry:
+        raise RegistrationError(
+            f"durable model {name!r} is already registered with {_steps[name].retry!r}; it cannot take "
+            f"{retry!r} too (a model has one retry policy: pass the same one everywhere)"
+        )
     if name not in _steps:
 
         async def call_model(

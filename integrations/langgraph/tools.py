@@ -42,7 +42,7 @@ from pydantic import ValidationError
 
 from ...core.context import idempotency_key
 from ...core.errors import ConfigurationError, PermanentError, RegistrationError
-from ...core.registry import Step
+from ...core.registry import Step, equivalent, same_definition
 from ...core.registry import tool as perdure_tool
 from ...core.retry import RetryPolicy
 from .calls import durable_call, give_up, take_ticket
@@ -69,6 +69,18 @@ def _origin(t: BaseTool) -> tuple[str, str]:
     return getattr(fn, "__module__", ""), getattr(fn, "__qualname__", repr(fn))
 
 
+def _same_tool(a: BaseTool, b: BaseTool) -> bool:
+    """Whether two tool objects are the same tool: a module imported twice builds new objects for one
+    function (allowed); a factory building one tool per tenant or connection builds different ones."""
+    if _origin(a) != _origin(b):
+        return False
+    fa = getattr(a, "coroutine", None) or getattr(a, "func", None)
+    fb = getattr(b, "coroutine", None) or getattr(b, "func", None)
+    if fa is not None and fb is not None:
+        return same_definition(fa, fb)
+    return equivalent(a, b)  # a class-based tool: equal fields
+
+
 def _invocation_error(tool_name: str, message: str, tool_kwargs: dict[str, Any]) -> ToolInvocationError:
     """The invalid-arguments error the tool step recorded, rebuilt in the workflow as the very
     ``ToolInvocationError`` a plain ToolNode raises, so ``handle_tool_errors`` treats (and words) it the
@@ -92,12 +104,20 @@ def _register(t: BaseTool, retry: RetryPolicy | None) -> Step[Any, Any]:
             "what the tool needs as arguments, or read it in a node before the tool call."
         )
     existing = _tools.get(name)
-    if existing is not None and existing is not t and _origin(existing) != _origin(t):
+    if existing is not None and existing is not t and not _same_tool(existing, t):
+        a, b = ".".join(_origin(existing)), ".".join(_origin(t))
+        detail = f"{a} and {b}" if a != b else f"two tools {a} made around different values"
         raise RegistrationError(
-            f"two different tools are named {name!r} ({'.'.join(_origin(existing))} and {'.'.join(_origin(t))}); "
-            "durable tools are found by name, so names must be unique in a worker"
+            f"two different tools are named {name!r} ({detail}); durable tools are found by name, so one "
+            "would run the other's code: give each its own name, or build the tool once and pass per-run "
+            "values as its arguments"
         )
     _tools[name] = t
+    if name in _steps and retry is not None and retry != _steps[name].retry:
+        raise RegistrationError(
+            f"durable tool {name!r} is already registered with {_steps[name].retry!r}; it cannot take "
+            f"{retry!r} too (a tool has one retry policy: pass the same one everywhere)"
+        )
     if name not in _steps:
 
         async def call_tool(call: dict[str, Any], fingerprint: str) -> dict[str, Any]:

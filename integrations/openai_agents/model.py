@@ -38,6 +38,7 @@ import perdure
 from perdure.core.codec import adapter_for
 from perdure.core.context import current_run
 from perdure.core.errors import ConfigurationError, RegistrationError
+from perdure.core.registry import equivalent, same_definition
 from perdure.core.retry import RetryPolicy
 
 from .streaming import response_events
@@ -75,11 +76,21 @@ def register_model(name: str, model: Model | ModelFactory) -> str:
     if not isinstance(model, Model) and not callable(model):
         raise RegistrationError(f"register_model({name!r}, ...) needs an agents.Model or a factory, got {model!r}")
     existing = _models.get(name)
-    if existing is not None and existing is not model and type(existing) is not type(model):
-        raise RegistrationError(f"two different models are registered as {name!r}; choose another name")
+    if existing is not None and not _same_model(existing, model):
+        raise RegistrationError(
+            f"two different models are registered as {name!r} (another instance with other settings, or "
+            "another factory); a model step finds its model by name, so one run would call the other's "
+            "model: give each its own name"
+        )
     _models[name] = model
     _instances.pop(name, None)
     return name
+
+
+def _same_model(a: Model | ModelFactory, b: Model | ModelFactory) -> bool:
+    if isinstance(a, Model) or isinstance(b, Model):
+        return equivalent(a, b)
+    return same_definition(a, b)
 
 
 def register_model_provider(provider: ModelProvider | Callable[[], ModelProvider]) -> None:

@@ -53,7 +53,7 @@ from agents.tool import (
 )
 
 from perdure.core.context import current_run
-from perdure.core.errors import ConfigurationError
+from perdure.core.errors import ConfigurationError, RegistrationError
 from perdure.core.retry import RetryPolicy
 from perdure.core.runtime import RunContext
 
@@ -126,7 +126,18 @@ class _Session:
     def model_name(model: Model, fallback: str) -> str:
         if isinstance(model, DurableModel) and model.name is not None:
             return model.name
-        return name_of(model) or register_model(fallback, model)
+        name = name_of(model)
+        if name is not None:
+            return name
+        try:
+            return register_model(fallback, model)
+        except RegistrationError:
+            raise RegistrationError(
+                f"{fallback!r} already names another model instance (agents of one name with different "
+                "models, or a model built anew for each run): register each model once with "
+                "register_model(name, model) at import and use model=name -- a model step finds its model "
+                "by name, so one run would call the other's model"
+            ) from None
 
     def tool(self, tool: Tool, agent: Agent[Any]) -> Tool:
         if isinstance(tool, FunctionTool):

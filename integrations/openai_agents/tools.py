@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -38,7 +37,7 @@ from pydantic import TypeAdapter
 
 from perdure.core.codec import adapter_for, to_jsonable
 from perdure.core.errors import NonDeterminismError, RegistrationError, StepFailedError
-from perdure.core.registry import Step, get_step
+from perdure.core.registry import Step, get_step, same_definition
 from perdure.core.registry import tool as perdure_tool
 from perdure.core.retry import RetryPolicy
 from perdure.core.runtime import RunContext
@@ -60,26 +59,37 @@ def step_name(tool: FunctionTool) -> str:
     return TOOL_PREFIX + tool.qualified_name
 
 
-def _fingerprint(tool: FunctionTool) -> tuple[Any, ...]:
-    """What makes two FunctionTool objects the same tool (a module imported twice builds new objects)."""
-    fn = getattr(tool, "__wrapped__", None)
-    if callable(fn):
-        return ("fn", getattr(fn, "__module__", None), getattr(fn, "__qualname__", None))
-    return ("schema", tool.description, pydantic_core.to_json(tool.params_json_schema).decode())
+def _same_tool(a: FunctionTool, b: FunctionTool) -> bool:
+    """Whether two FunctionTool objects are the same tool: a module imported twice builds new objects for
+    the same function; a factory building one tool per tenant builds different ones (same_definition)."""
+    fa, fb = getattr(a, "__wrapped__", None), getattr(b, "__wrapped__", None)
+    if callable(fa) and callable(fb):
+        return same_definition(fa, fb)
+    schema = (a.description, pydantic_core.to_json(a.params_json_schema)) == (
+        b.description, pydantic_core.to_json(b.params_json_schema))
+    return schema and same_definition(_implementation(a), _implementation(b))
 
 
 def register_tool(tool: FunctionTool, retry: RetryPolicy | None = None) -> Step[Any, Any]:
     """Register ``tool`` as the perdure tool ``openai_agents.tool.<name>`` (idempotent for the same tool)."""
     name = step_name(tool)
     existing = _tools.get(name)
-    if existing is not None and existing is not tool and _fingerprint(existing) != _fingerprint(tool):
+    if existing is not None and existing is not tool and not _same_tool(existing, tool):
         raise RegistrationError(
-            f"two different function tools are named {tool.qualified_name!r}; perdure records tool calls by "
-            "name, so give one another name (function_tool(name_override=...))"
+            f"two different function tools are named {tool.qualified_name!r} (different functions, or one "
+            "function made around different values); perdure runs tool calls by name, so one would run the "
+            "other's code: give each its own name (function_tool(name_override=...)), or build the tool once "
+            "and pass per-run values in the run's context"
         )
     _tools[name] = tool
     if existing is not None:
-        return get_step(name)
+        step = get_step(name)
+        if retry is not None and retry != step.retry:
+            raise RegistrationError(
+                f"function tool {tool.qualified_name!r} is already registered with {step.retry!r}; it cannot "
+                f"take {retry!r} too (a tool has one retry policy: pass the same one everywhere)"
+            )
+        return step
     step: Step[Any, Any] = perdure_tool(
         _body_for(name), name=name, description=tool.description, retry=retry or TOOL_RETRY
     )
@@ -194,17 +204,13 @@ def _body_for(name: str) -> Callable[..., Awaitable[dict[str, Any]]]:
 
 
 # --- the workflow side ----------------------------------------------------------------------------
-_keys: weakref.WeakKeyDictionary[RunContext, dict[str, int]] = weakref.WeakKeyDictionary()
 
 
 def key_for(run: RunContext, call_id: str) -> str:
-    """The idempotency-key suffix of a tool call: its ``tool_call_id``. Counted per perdure run (each
-    execution of the workflow counts again, in the same order), so a provider that reuses ids -- or two
-    agents run one after the other with scripted ids -- still gives every call its own key (``#2``...)."""
-    seen = _keys.setdefault(run, {})
-    n = seen.get(call_id, 0) + 1
-    seen[call_id] = n
-    return call_id if n == 1 else f"{call_id}#{n}"
+    """The idempotency-key suffix of a tool call: its ``tool_call_id``, made unique in the run
+    (:meth:`RunContext.unique_key`), so a provider that reuses ids -- or two agents run one after the other
+    with scripted ids -- still gives every call its own key (``#2``...)."""
+    return run.unique_key(call_id)
 
 
 class DurableInvoker:
