@@ -83,13 +83,13 @@ def register_tool(tool: FunctionTool, retry: RetryPolicy | None = None) -> Step[
         )
     _tools[name] = tool
     if existing is not None:
-        step = get_step(name)
-        if retry is not None and retry != step.retry:
+        registered = get_step(name)
+        if retry is not None and retry != registered.retry:
             raise RegistrationError(
-                f"function tool {tool.qualified_name!r} is already registered with {step.retry!r}; it cannot "
-                f"take {retry!r} too (a tool has one retry policy: pass the same one everywhere)"
+                f"function tool {tool.qualified_name!r} is already registered with {registered.retry!r}; it "
+                f"cannot take {retry!r} too (a tool has one retry policy: pass the same one everywhere)"
             )
-        return step
+        return registered
     step: Step[Any, Any] = perdure_tool(
         _body_for(name), name=name, description=tool.description, retry=retry or TOOL_RETRY
     )
