@@ -107,13 +107,21 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run every conformance scenario on TARGET and on the reference engine, "
                        "compare their normalized traces, print a backend x scenario matrix and write it as "
                        "JSON. TARGET is a backend URL, or an engine name (memory, dbos+sqlite, "
-                       "dbos+postgresql, temporal, restate) to start a throwaway local engine for the run.")
-    p.add_argument("targets", nargs="*", metavar="TARGET")
+                       "dbos+postgresql, temporal, restate) to start a throwaway local engine for the run. "
+                       "A scenario a backend declares in Capabilities.known_failures runs as a strict expected "
+                       "failure (XFAIL; XPASS the day it passes): the run stays green, the verdict says NOT "
+                       "CONFORMANT. Exit status: 0 nothing unexpected, 1 a FAIL, ERROR or XPASS (or, with "
+                       "--strict, any known failure), 2 bad usage or configuration.")
+    p.add_argument("targets", nargs="*", metavar="TARGET",
+                   help="a backend URL of a running engine (dbos+postgresql://..., temporal://..., a third-party "
+                   "scheme), or an engine name whose dev server the suite starts (repeatable)")
     p.add_argument("-k", "--scenario", action="append", default=[], metavar="NAME",
                    help="run only these scenarios (repeatable; substring match)")
     p.add_argument("--output", default="conformance-matrix.json", metavar="FILE", help="JSON matrix path")
     p.add_argument("--json", action="store_true", help="print the matrix as JSON")
     p.add_argument("--list", action="store_true", help="list the scenarios and exit (no TARGET needed)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 unless every backend is conformant (declared known failures count as failures)")
     p.set_defaults(func=commands.conformance)
 
     p = sub.add_parser("bench", help="run the benchmarks (from a source checkout)",

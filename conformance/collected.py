@@ -13,8 +13,10 @@ from perdure.conformance.suite import ConformanceSuite
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "perdure_target" in metafunc.fixturenames:
+        from perdure.core.backend import redact_url
+
         targets = metafunc.config.getoption("--perdure-conformance")
-        metafunc.parametrize("perdure_target", targets, scope="class")
+        metafunc.parametrize("perdure_target", targets, ids=[redact_url(t) for t in targets], scope="class")
 
 
 class TestPerdureConformance(ConformanceSuite):
@@ -23,9 +25,11 @@ class TestPerdureConformance(ConformanceSuite):
     def perdure_harness(cls, perdure_target: str):  # type: ignore[override]
         from perdure.conformance.harness import harness_for
         from perdure.conformance.runner import check_capabilities
+        from perdure.conformance.suite import warn_not_loaded
 
         h = harness_for(perdure_target)
         check_capabilities(h)
+        warn_not_loaded()
         h.setup()
         try:
             yield h

@@ -26,7 +26,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-from ..core.backend import Backend, Capabilities, DevServer
+from ..core.backend import Backend, Capabilities, DevServer, redact_url
 from ..core.client import Client
 from ..core.config import backend_class
 from ..core.errors import ConfigurationError
@@ -144,7 +144,8 @@ class MemoryHarness(Harness):
 
         self.backend_cls = backend_cls or MemoryBackend
         self.name = name
-        self.url = f"memory://{self.prefix}"
+        scheme = self.backend_cls.schemes[0] if self.backend_cls.schemes else "memory"
+        self.url = f"{scheme}://{self.prefix}"  # a subclass registered under a scheme of its own keeps it
         self.capabilities = self.backend_cls.capabilities
         self._worker: asyncio.Task[None] | None = None
         self._saved_env: str | None = None
@@ -195,12 +196,13 @@ class ProcessHarness(Harness):
 
     def __init__(self, target: str, workers: int = 1) -> None:
         super().__init__()
-        self.target = target
-        self.scheme = target.split("://", 1)[0]
+        scheme, sep, rest = target.partition("://")
+        self.scheme = scheme.lower()  # schemes are case-insensitive, as everywhere else
+        self.target = f"{self.scheme}{sep}{rest}"
         self.cls = backend_class(self.scheme)
         self.capabilities = self.cls.capabilities
-        self.name = self.scheme if "://" not in target else target
-        self.url = target if "://" in target else ""
+        self.name = redact_url(self.target) if sep else self.scheme  # names go into output and JSON
+        self.url = self.target if sep else ""
         self.server: DevServer | None = None
         self.variant = "base"
         self.workers = workers
@@ -281,9 +283,18 @@ class ProcessHarness(Harness):
 
 
 def harness_for(target: str) -> Harness:
-    """The harness for a target: ``memory``/``memory://...`` in process, anything else in processes."""
-    if target.split("://", 1)[0] == "memory":
-        return MemoryHarness()
-    if not backend_class(target.split("://", 1)[0]).capabilities.separate_worker_processes:
-        raise ConfigurationError(f"{target}: backend runs in-process; give it a harness of its own")
-    return ProcessHarness(target)
+    """The harness for a target: the reference engine (and in-process subclasses of it registered under a
+    scheme of their own) in this process, every other backend in worker processes."""
+    from ..adapters.memory import MemoryBackend
+
+    scheme = target.partition("://")[0].lower()
+    cls = backend_class(scheme)
+    if cls.capabilities.separate_worker_processes:
+        return ProcessHarness(target)
+    if issubclass(cls, MemoryBackend):
+        return MemoryHarness(cls, name=scheme)
+    raise ConfigurationError(
+        f"{scheme}:// runs its workers in-process (Capabilities.separate_worker_processes=False) and is not "
+        "the reference engine: the suite cannot start or kill its workers by itself. Subclass "
+        "perdure.conformance.harness.Harness for it, and return that from ConformanceSuite.make_harness()"
+    )

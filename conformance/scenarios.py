@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -115,9 +116,10 @@ async def kill_between_steps(h: Harness) -> dict[str, Any]:
     await start(h, wf.pipeline, rid, x="go")
     await h.wait_step(rid, "conf.a")
     await h.arrive(rid, "b")
+    during = (await h.client.status(rid)).status.value  # a worker is inside step b: RUNNING
     await h.restart_worker()
     h.ledger.release(f"{rid}:b")
-    return {"run": await trace(h, rid, inflight=("conf.b",))}
+    return {"run": await trace(h, rid, inflight=("conf.b",)), "status_inside_a_step": during}
 
 
 # --- 4: tools ------------------------------------------------------------------------------------
@@ -132,6 +134,19 @@ async def tool_idempotency(h: Harness) -> dict[str, Any]:
     h.ledger.release(f"{rid}:charge")
     t = await trace(h, rid, inflight=("conf.charge",))
     return {"run": t, "distinct_keys": len(h.ledger.keys_seen(rid, "charge"))}
+
+
+@scenario(4)
+async def tool_completed_before_kill(h: Harness) -> dict[str, Any]:
+    """SIGKILL in the step after a tool whose record is durable: the tool replays, its body never runs again."""
+    rid = h.new_run_id("tool-done")
+    h.ledger.arm(f"{rid}:c")
+    await start(h, wf.payment, rid, amount=7)
+    await h.wait_step(rid, "conf.charge")
+    await h.arrive(rid, "c")
+    await h.restart_worker()
+    h.ledger.release(f"{rid}:c")
+    return {"run": await trace(h, rid, inflight=("conf.c",))}
 
 
 # --- 5: approvals --------------------------------------------------------------------------------
@@ -185,13 +200,22 @@ async def approval_double_decision(h: Harness) -> dict[str, Any]:
 async def approval_timeout(h: Harness) -> dict[str, Any]:
     """Nobody decides: the workflow sees ApprovalTimeoutError after the deadline, across a restart."""
     rid = h.new_run_id("timeout")
-    await start(h, wf.approval_flow, rid, item="post", timeout=1.5)
+    timeout = 3.0
+    started = time.time()  # the approval is reached after this: its deadline is no earlier than started + timeout
+    await start(h, wf.approval_flow, rid, item="post", timeout=timeout)
     info = await h.wait_pending(rid)
+    await asyncio.sleep(1.0)
     await h.restart_worker()
+    ready = h.ready_at
     t = await trace(h, rid)
+    ended = time.time()
     assert info.pending_approval is not None
     late = await refused(h.client.approve(rid, info.pending_approval.approval_id))
-    return {"run": t, "late_decision": late, "has_deadline": info.pending_approval.deadline is not None}
+    # A deadline fixed when the approval was first reached ends the wait at that deadline, or as soon as the
+    # restarted worker replays (within 2.5 s of ready); one that restarted from zero ends `timeout` after
+    # ready or later; an early one ends before the deadline. Worker start-up time does not matter.
+    return {"run": t, "late_decision": late, "has_deadline": info.pending_approval.deadline is not None,
+            "not_early": ended >= started + timeout, "not_restarted": ended < ready + timeout - 0.5}
 
 
 # --- 6: retries ----------------------------------------------------------------------------------
@@ -319,7 +343,17 @@ async def cancel(h: Harness) -> dict[str, Any]:
     await asyncio.sleep(1.0)  # time for a wrongly continuing run to start step c
     t = await trace(h, rid, only=("conf.a",))
     t["calls"].pop("b", None)  # b was in flight; whether its body saw the cancel is engine-specific
-    return {"run": t, "status": info.status.value, "result": await refused(h.client.result(rid))}
+    # A run waiting on an approval is cancelled too, and no decision reaches it after.
+    waiting = h.new_run_id("cancel-waiting")
+    await start(h, wf.approval_flow, waiting, item="post")
+    pending = (await h.wait_pending(waiting)).pending_approval
+    assert pending is not None
+    await h.client.cancel(waiting)
+    ended = await h.wait_status(waiting, RunStatus.CANCELLED)
+    late = await refused(h.client.approve(waiting, pending.approval_id))
+    return {"run": t, "status": info.status.value, "result": await refused(h.client.result(rid)),
+            "waiting_run": await trace(h, waiting, only=("conf.a",)), "waiting_status": ended.status.value,
+            "decision_after_cancel": late}
 
 
 # --- 13: inspection ------------------------------------------------------------------------------
@@ -334,7 +368,12 @@ async def inspection(h: Harness) -> dict[str, Any]:
     await h.client.approve(rid, info.pending_approval.approval_id, by="carol")
     t = await trace(h, rid)
     listed = rid in [r.run_id for r in await h.client.runs(limit=200)]
-    return {"run": t, "records_while_waiting": json.loads(json.dumps(waiting).replace(rid, "<run>")), "listed": listed}
+    later = h.new_run_id("inspect-later")
+    await start(h, wf.pipeline, later, x="later")
+    await h.wait_terminal(later)
+    newest = await h.client.runs(limit=2)  # newest first, at most `limit`
+    return {"run": t, "records_while_waiting": json.loads(json.dumps(waiting).replace(rid, "<run>")), "listed": listed,
+            "runs_limit_2": len(newest), "newest_first": newest[0].run_id == later if newest else False}
 
 
 # --- 14: recorded time and randomness -------------------------------------------------------------

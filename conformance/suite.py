@@ -15,11 +15,13 @@ failures; required features cannot be skipped. Or, with no code at all: ``pytest
 from __future__ import annotations
 
 import asyncio
+import warnings
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pytest
 
+from .agents import NOT_LOADED
 from .harness import Harness, MemoryHarness, harness_for
 from .runner import check_capabilities, judge, run_harness
 from .scenarios import SCENARIOS, by_name
@@ -39,6 +41,12 @@ def reference_result(name: str) -> tuple[Any, str | None, float]:
     return _reference[name]
 
 
+def warn_not_loaded() -> None:
+    """Say which scenario families this environment leaves out (their framework is not installed)."""
+    for framework, why in sorted(NOT_LOADED.items()):
+        warnings.warn(f"perdure conformance: the {framework} scenarios do not run ({why})", stacklevel=2)
+
+
 class ConformanceSuite:
     """Every conformance scenario as a test, against ``target`` (or the harness :meth:`make_harness` gives)."""
 
@@ -54,6 +62,7 @@ class ConformanceSuite:
     def perdure_harness(cls) -> Iterator[Harness]:
         h = cls().make_harness()
         check_capabilities(h)
+        warn_not_loaded()
         h.setup()
         try:
             yield h

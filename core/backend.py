@@ -162,7 +162,7 @@ def parse_url(url: str, schemes: tuple[str, ...]) -> SplitResult:
     try:
         parts = urlsplit(url)
     except ValueError as exc:
-        raise InvalidBackendURLError(f"cannot parse backend URL {url!r}: {exc}") from None
+        raise InvalidBackendURLError(f"cannot parse backend URL {redact_url(url)!r}: {exc}") from None
     if schemes and parts.scheme not in schemes:
-        raise InvalidBackendURLError(f"{url!r}: expected scheme {' or '.join(schemes)}")
+        raise InvalidBackendURLError(f"{redact_url(url)!r}: expected scheme {' or '.join(schemes)}")
     return parts

@@ -7,18 +7,29 @@ suite would be too weak to prove anything about real engines.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import ClassVar
 
 import pytest
 
 from perdure.adapters.memory import MemoryBackend, MemoryEngine
 from perdure.adapters.memory.engine import MemoryJournal
-from perdure.conformance.harness import Harness, MemoryHarness, ProcessHarness
-from perdure.conformance.runner import check_capabilities, judge, render, run_harness, run_matrix
+from perdure.conformance import harness as harness_module
+from perdure.conformance.harness import Harness, MemoryHarness, ProcessHarness, harness_for
+from perdure.conformance.runner import (
+    check_capabilities,
+    failed,
+    judge,
+    render,
+    run_harness,
+    run_matrix,
+    to_json,
+    verdicts,
+)
 from perdure.conformance.scenarios import SCENARIOS, Scenario, by_name
 from perdure.core.backend import Capabilities
-from perdure.core.errors import ConfigurationError
-from perdure.core.types import Decision, Envelope, StepCall
+from perdure.core.errors import ConfigurationError, UnknownBackendError
+from perdure.core.types import ApprovalRequest, Decision, Envelope, RunInfo, RunStatus, StepCall, StepKind
 
 # --- mutants ---------------------------------------------------------------------------------------
 
@@ -67,6 +78,59 @@ class _DoubleDecisionEngine(MemoryEngine):
         super().decide(run_id, approval_id, decision)
 
 
+class _RerunToolsJournal(MemoryJournal):
+    """Replays completed steps but runs completed *tools* again (their idempotency key hides the effect)."""
+
+    async def step(self, call: StepCall) -> str:
+        if call.kind is StepKind.TOOL:
+            self._reach(call.position, call.name, call.kind).envelope = None
+        return await super().step(call)
+
+
+class _ResetDeadlineJournal(MemoryJournal):
+    """Starts an approval's timeout again from zero in a restarted worker (the deadline is not durable)."""
+
+    async def approval(self, request: ApprovalRequest) -> str:
+        entry = self.run.journal.get(request.position)
+        if entry is not None and entry.envelope is None and request.timeout is not None:
+            entry.deadline = time.time() + request.timeout
+        return await super().approval(request)
+
+
+class _EarlyDeadlineJournal(MemoryJournal):
+    """Fixes an approval's deadline at a fifth of its timeout (the request, and its message, unchanged)."""
+
+    async def approval(self, request: ApprovalRequest) -> str:
+        entry = self._reach(request.position, request.name, StepKind.APPROVAL)
+        if entry.envelope is None and entry.request is None and request.timeout is not None:
+            entry.request = request
+            entry.deadline = time.time() + request.timeout / 5
+        return await super().approval(request)
+
+
+class _IgnoresCancelWhileWaitingEngine(MemoryEngine):
+    """Cancels a run inside a step, but not one waiting on an approval."""
+
+    def cancel(self, run_id: str) -> None:
+        if self.get(run_id).status is not RunStatus.WAITING:
+            super().cancel(run_id)
+
+
+class _OldestFirstBackend(MemoryBackend):
+    """Lists every run, oldest first, whatever the limit."""
+
+    async def list_runs(self, limit: int = 50) -> list[RunInfo]:
+        return list(reversed(await super().list_runs(10_000)))
+
+
+class _NeverRunningBackend(MemoryBackend):
+    """Reports PENDING until a run ends, where a worker is executing it (RUNNING)."""
+
+    async def describe(self, run_id: str) -> RunInfo:
+        info = await super().describe(run_id)
+        return info.model_copy(update={"status": RunStatus.PENDING}) if info.status is RunStatus.RUNNING else info
+
+
 def _backend(name: str, *, engine: type[MemoryEngine] = MemoryEngine, journal: type[MemoryJournal] = MemoryJournal):
     engine_cls = type(f"{name}Engine", (engine,), {"journal_class": journal})
     return type(name, (MemoryBackend,), {"engine_class": engine_cls})
@@ -78,6 +142,12 @@ MUTANTS = {
     "restarts_sleeps": (_backend("Sleepy", journal=_RestartSleepJournal), {"durable_sleep_across_kill"}),
     "loses_decisions": (_backend("Loses", engine=_LosesDecisionsEngine), {"approval_kill_while_waiting"}),
     "accepts_double_decision": (_backend("Double", engine=_DoubleDecisionEngine), {"approval_double_decision"}),
+    "reruns_completed_tools": (_backend("RerunTools", journal=_RerunToolsJournal), {"tool_completed_before_kill"}),
+    "resets_approval_deadlines": (_backend("ResetDeadline", journal=_ResetDeadlineJournal), {"approval_timeout"}),
+    "early_approval_deadlines": (_backend("EarlyDeadline", journal=_EarlyDeadlineJournal), {"approval_timeout"}),
+    "ignores_cancel_while_waiting": (_backend("IgnoresCancel", engine=_IgnoresCancelWhileWaitingEngine), {"cancel"}),
+    "lists_runs_oldest_first": (_OldestFirstBackend, {"inspection"}),
+    "never_reports_running": (_NeverRunningBackend, {"kill_between_steps"}),
 }
 
 
@@ -129,8 +199,40 @@ def test_known_failure_is_strict() -> None:
     rerun = MUTANTS["reruns_completed_steps"][0]
     broken = type("Broken", (rerun,), {"capabilities": Capabilities(
         separate_worker_processes=False, known_failures={"kill_during_each_step": "reruns steps"})})
-    matrix = run_matrix([MemoryHarness(broken, name="broken")], [by_name()["kill_during_each_step"]])
-    assert matrix["broken"]["kill_during_each_step"].result == "XFAIL"
+    judged: list[tuple[str, str]] = []
+    matrix = run_matrix([MemoryHarness(broken, name="broken")], [by_name()["kill_during_each_step"]],
+                        progress=lambda h, s, outcome: judged.append((s.name, outcome.result)))
+    cell = matrix["broken"]["kill_during_each_step"]
+    assert cell.result == "XFAIL" and judged == [("kill_during_each_step", "XFAIL")]  # progress is the verdict
+    assert cell.detail.startswith("reruns steps\nfails with: ")  # the declared reason and the failure now
+    # A known failure keeps the run green but never makes the backend conformant.
+    assert not failed(matrix)
+    assert verdicts(matrix)["broken"] == {"conformant": False, "known_failures": ["kill_during_each_step"],
+                                          "failed": []}
+    assert "broken: NOT CONFORMANT (1 declared known failures)" in render(matrix)
+    assert to_json(matrix)["verdicts"]["broken"]["conformant"] is False
+
+
+def test_targets_are_resolved_first_named_apart_redacted_and_case_insensitive(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(UnknownBackendError):  # at once, not after the reference engine ran the suite
+        run_matrix(["nosuch://x", "memory"])
+    matrix = run_matrix(["memory", "MEMORY://other"], [by_name()["happy_path"]])
+    assert sorted(matrix) == ["memory", "memory#2"]
+    assert to_json(matrix)["scenarios"] == [{"name": "happy_path", "number": 1, "doc": "Three steps, no crash."}]
+    h = ProcessHarness("DBOS+PostgreSQL://app:hunter2@127.0.0.1:5432/db")
+    try:
+        assert h.name == "dbos+postgresql://app:***@127.0.0.1:5432/db" and h.url.startswith("dbos+postgresql://app:hunter2@")
+    finally:
+        h.teardown()
+
+    class OwnScheme(MemoryBackend):  # a third-party backend built on the reference engine, run in-process
+        schemes: ClassVar[tuple[str, ...]] = ("ownmem",)
+        capabilities: ClassVar[Capabilities] = Capabilities(separate_worker_processes=False)
+
+    monkeypatch.setattr(harness_module, "backend_class", lambda scheme: OwnScheme)
+    own = harness_for("OwnMem://")
+    assert isinstance(own, MemoryHarness) and own.name == "ownmem" and own.url.startswith("ownmem://")
+    assert run_matrix([own], [by_name()["happy_path"]])["ownmem"]["happy_path"].result == "PASS"
 
 
 def test_required_features_cannot_be_declared_unsupported() -> None:

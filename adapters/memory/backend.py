@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import ClassVar
 
-from ...core.backend import Backend, Capabilities
+from ...core.backend import Backend, Capabilities, redact_url
 from ...core.errors import InvalidBackendURLError
 from ...core.types import Decision, RunInfo, StepRecord
 from .engine import MemoryEngine
@@ -34,7 +34,7 @@ class MemoryBackend(Backend):
     def __init__(self, url: str) -> None:
         super().__init__(url)
         if self.parts.path not in ("", "/") or self.parts.query:
-            raise InvalidBackendURLError(f"{url!r}: a memory URL is memory:// or memory://NAME")
+            raise InvalidBackendURLError(f"{redact_url(url)!r}: a memory URL is memory:// or memory://NAME")
         self.engine = engine_for(self.parts.netloc or "default", self.engine_class)
 
     async def start(self, workflow: str, args_json: str, run_id: str) -> RunInfo:

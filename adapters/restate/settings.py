@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
+from ...core.backend import redact_url
 from ...core.errors import InvalidBackendURLError
 
 DEFAULT_INGRESS_PORT = 8080
@@ -31,11 +32,11 @@ def _http(value: str, default_port: int, url: str, what: str) -> str:
     text = value if "://" in value else f"http://{value}"
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidBackendURLError(f"{url!r}: {what} must look like host:port or http://host:port, got {value!r}")
+        raise InvalidBackendURLError(f"{redact_url(url)!r}: {what} must look like host:port or http://host:port, got {value!r}")
     try:
         port = parts.port or default_port
     except ValueError:
-        raise InvalidBackendURLError(f"{url!r}: {what} has an invalid port: {value!r}") from None
+        raise InvalidBackendURLError(f"{redact_url(url)!r}: {what} has an invalid port: {value!r}") from None
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return f"{parts.scheme}://{host}:{port}"
 
@@ -53,14 +54,14 @@ class RestateSettings:
     def from_url(cls, url: str) -> RestateSettings:
         parts = urlsplit(url)
         if parts.path not in ("", "/") or parts.fragment:
-            raise InvalidBackendURLError(f"{url!r}: a restate URL is restate://HOST:PORT?admin=HOST:PORT")
+            raise InvalidBackendURLError(f"{redact_url(url)!r}: a restate URL is restate://HOST:PORT?admin=HOST:PORT")
         if not parts.hostname:
-            raise InvalidBackendURLError(f"{url!r}: name the Restate ingress, e.g. restate://127.0.0.1:8080")
+            raise InvalidBackendURLError(f"{redact_url(url)!r}: name the Restate ingress, e.g. restate://127.0.0.1:8080")
         query = parse_qs(parts.query, keep_blank_values=True)
         unknown = set(query) - {"admin", "deployment", "service"}
         if unknown:
             raise InvalidBackendURLError(
-                f"{url!r}: unknown parameter(s) {', '.join(sorted(unknown))}; known: admin, deployment, service"
+                f"{redact_url(url)!r}: unknown parameter(s) {', '.join(sorted(unknown))}; known: admin, deployment, service"
             )
         one = {k: v[-1] for k, v in query.items()}
         ingress = _http(parts.netloc, DEFAULT_INGRESS_PORT, url, "the ingress")
@@ -69,7 +70,7 @@ class RestateSettings:
         deployment = _http(one.get("deployment") or DEFAULT_DEPLOYMENT, 9080, url, "deployment")
         service = one.get("service") or DEFAULT_SERVICE
         if not _SERVICE_NAME.match(service):
-            raise InvalidBackendURLError(f"{url!r}: service must be a Restate service name, got {service!r}")
+            raise InvalidBackendURLError(f"{redact_url(url)!r}: service must be a Restate service name, got {service!r}")
         return cls(ingress=ingress, admin=admin, deployment=deployment, service=service)
 
     @property

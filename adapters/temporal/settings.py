@@ -54,6 +54,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 from urllib.parse import parse_qs
 
+from ...core.backend import redact_url
 from ...core.errors import InvalidBackendURLError
 from .continuation import DEFAULT_MAX_CARRY_BYTES, RunState
 
@@ -129,21 +130,21 @@ def parse_settings(url: str, host: str | None, port: int | None, path: str, quer
     query = parse_qs(query_text, keep_blank_values=True)
     namespace = path.strip("/") or "default"
     if "/" in namespace:
-        raise InvalidBackendURLError(f"{url!r}: the path is the namespace, e.g. temporal://127.0.0.1:7233/default")
+        raise InvalidBackendURLError(f"{redact_url(url)!r}: the path is the namespace, e.g. temporal://127.0.0.1:7233/default")
     task_queue = _one(query, "task_queue", DEFAULT_TASK_QUEUE)
     profile = _one(query, "profile", os.environ.get(PROFILE_ENV) or "production")
     steps = _one(query, "steps", "activity")
     if steps not in ("activity", "local"):
-        raise InvalidBackendURLError(f"{url!r}: steps= must be 'activity' or 'local', got {steps!r}")
+        raise InvalidBackendURLError(f"{redact_url(url)!r}: steps= must be 'activity' or 'local', got {steps!r}")
     after = _count(url, query, "continue_as_new_after", None)
     carry = _count(url, query, "max_carry_bytes", DEFAULT_MAX_CARRY_BYTES)
     if query:
         raise InvalidBackendURLError(
-            f"{url!r}: unknown option(s) {', '.join(sorted(query))}; known: task_queue, profile, steps, "
+            f"{redact_url(url)!r}: unknown option(s) {', '.join(sorted(query))}; known: task_queue, profile, steps, "
             "continue_as_new_after, max_carry_bytes"
         )
     if not task_queue:
-        raise InvalidBackendURLError(f"{url!r}: task_queue= must not be empty")
+        raise InvalidBackendURLError(f"{redact_url(url)!r}: task_queue= must not be empty")
     return TemporalSettings(
         address=f"{host or '127.0.0.1'}:{port or DEFAULT_PORT}",
         namespace=namespace,
@@ -160,5 +161,5 @@ def _count(url: str, query: dict[str, list[str]], key: str, default: int | None)
         return default
     text = _one(query, key, "")
     if not text.isdigit():
-        raise InvalidBackendURLError(f"{url!r}: {key}= must be a whole number >= 0, got {text!r}")
+        raise InvalidBackendURLError(f"{redact_url(url)!r}: {key}= must be a whole number >= 0, got {text!r}")
     return int(text)

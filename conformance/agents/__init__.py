@@ -15,6 +15,10 @@ MODULES = {
     "agents": "perdure.conformance.agents.openai_agents",
     "langgraph": "perdure.conformance.agents.langgraph",
 }
+EXTRAS = {"agents": "openai-agents", "langgraph": "langgraph"}
+# Scenario families left out because their framework is not installed here: framework -> how to get them.
+# The matrix and its JSON say so, so a run without them is never mistaken for the whole suite.
+NOT_LOADED: dict[str, str] = {}
 
 
 def load() -> list[str]:
@@ -22,6 +26,7 @@ def load() -> list[str]:
     loaded = []
     for framework, module in MODULES.items():
         if importlib.util.find_spec(framework) is None:
+            NOT_LOADED[EXTRAS[framework]] = f"not installed here: pip install 'perdure[{EXTRAS[framework]}]'"
             continue
         try:
             importlib.util.find_spec(module)
