@@ -322,7 +322,7 @@ def test_two_graphs_in_one_run_give_a_reused_tool_call_id_two_idempotency_keys()
 
 def test_a_name_cannot_stand_for_two_different_tools_models_or_retry_policies() -> None:
     def make_lookup(tenant: str) -> Any:
-        @tool
+        @tool("t_lg_tenant_lookup")
         async def lookup(key: str) -> str:
             """Look a key up in the tenant's store."""
             return f"{tenant}:{key}"
@@ -338,3 +338,40 @@ def test_a_name_cannot_stand_for_two_different_tools_models_or_retry_policies() 
     durable_model(OneCall(), name="test-one-call")  # equal settings: the same model
     with pytest.raises(perdure.RegistrationError, match="two different chat models"):
         durable_model(OneCall(endpoint="https://b.example"), name="test-one-call")
+
+
+@tool
+async def asks_a_human(question: str) -> str:
+    """Asks a human -- from inside a tool, which a durable tool cannot do."""
+    from langgraph.types import interrupt
+
+    return str(interrupt(question))
+
+
+class AsksOnce(BaseChatModel):
+    @property
+    def _llm_type(self) -> str:
+        return "asks-once"
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        return self
+
+    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any) -> ChatResult:
+        call = {"name": "asks_a_human", "args": {"question": "ok?"}, "id": "call_0"}
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content="", tool_calls=[call]))])
+
+
+ASKS = _loop_graph(durable_model(AsksOnce(), name="test-asks-once"), DurableToolNode([asks_a_human]))
+
+
+@perdure.workflow(name="test_lg_edges.asks")
+async def asks() -> str:
+    state = await run_graph(ASKS, {"messages": [HumanMessage(content="go")]})
+    return str(state["messages"][-1].content)
+
+
+def test_interrupt_inside_a_durable_tool_fails_at_once_pointing_to_ask_approval() -> None:
+    out, records, _ = run(asks)
+    assert isinstance(out, perdure.RunFailedError) and "ask_approval" in str(out)
+    (tool_record,) = [r for r in records if r.name == "langgraph.tool.asks_a_human"]
+    assert tool_record.status.value == "FAILED" and tool_record.attempts == 1  # not retried with backoff

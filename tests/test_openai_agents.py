@@ -31,6 +31,7 @@ from agents import (  # noqa: E402
 from agents.agent_output import AgentOutputSchema  # noqa: E402
 from agents.items import ModelResponse  # noqa: E402
 from agents.models.interface import ModelProvider, ModelTracing  # noqa: E402
+from agents.retry import ModelRetrySettings  # noqa: E402
 from agents.testing import assistant_message, function_call  # noqa: E402
 from agents.tool import ToolOutputText  # noqa: E402
 from agents.usage import Usage  # noqa: E402
@@ -509,6 +510,32 @@ def test_the_run_context_reaches_tool_bodies_with_its_type() -> None:
     assert on_memory(body) == "Customer:ada:2"
 
 
+def _local_customer() -> Any:
+    class Customer(BaseModel):  # defined in a function: no name another process could import it by
+        name: str
+
+    return Customer(name="ada")
+
+
+@perdure.workflow(name="t.oai.greet_local")
+async def greet_local_flow() -> str:
+    try:
+        await DurableRunner.run(greeter, "hi", context=_local_customer())
+    except perdure.SerializationError as exc:
+        return str(exc)
+    return "accepted"
+
+
+def test_a_run_context_whose_class_cannot_be_imported_is_refused_before_any_call() -> None:
+    async def body(client: perdure.Client, url: str) -> Any:
+        rid = await client.start(greet_local_flow)
+        return await client.result(rid, timeout=10), await client.steps(rid)
+
+    message, records = on_memory(body)
+    assert "cannot be imported by its name" in message and "_local_customer.<locals>.Customer" in message
+    assert records == []  # refused before the model was called, not as a dict inside a retried tool
+
+
 def _reporter(turn: Turn) -> Any:
     return '{"title": "t", "score": 3}'
 
@@ -605,7 +632,13 @@ async def misconfigured(case: str) -> str:
             await DurableRunner.run(fetcher, "x", run_config=RunConfig(model_provider=Custom()))
         elif case == "unknown_setting":
             await DurableRunner.run(fetcher, "x", run_config={"workflow_name": "w", "not_a_setting": 1})
+        elif case == "model_timeout":  # timed by the SDK in workflow code: a replay would not time out alike
+            await DurableRunner.run(fetcher.clone(model_settings=ModelSettings(timeout=5.0)), "x")
+        elif case == "run_config_model_timeout":
+            await DurableRunner.run(fetcher, "x", run_config={"model_settings": ModelSettings(timeout=5.0)})
     except ConfigurationError as exc:
+        if "timeout" in case:
+            assert "AsyncOpenAI(timeout=...)" in str(exc), str(exc)
         if case == "unknown_setting":
             assert "not_a_setting" in str(exc) and "workflow_name" not in str(exc), str(exc)
         return type(exc).__name__
@@ -615,9 +648,10 @@ async def misconfigured(case: str) -> str:
 def test_configurations_that_cannot_be_durable_are_refused() -> None:
     async def body(client: perdure.Client, url: str) -> Any:
         return [await client.result(await client.start(misconfigured, c), timeout=10)
-                for c in ("session", "computer", "provider", "unknown_setting")]
+                for c in ("session", "computer", "provider", "unknown_setting", "model_timeout",
+                          "run_config_model_timeout")]
 
-    assert on_memory(body) == ["ConfigurationError"] * 4
+    assert on_memory(body) == ["ConfigurationError"] * 6
     with pytest.raises(NotInWorkflowError):
         asyncio.run(DurableRunner.run(fetcher, "outside any workflow"))
 
@@ -684,3 +718,95 @@ def test_agent_conformance_scenarios_prove_no_completed_call_is_repeated() -> No
         "openai_agents.model", "openai_agents.tool.lookup", "openai_agents.tool.lookup", "openai_agents.model",
         "publish", "openai_agents.tool.publish", "openai_agents.model", "openai_agents.model",
     ]
+
+
+# --- tool timeouts and the errors the SDK handled -------------------------------------------------------
+@function_tool(timeout=0.2, timeout_behavior="raise_exception", name_override="t_oai_slow_strict")
+async def slow_strict() -> str:
+    """Never answers in time."""
+    await asyncio.sleep(30)
+    return "never"
+
+
+@function_tool(timeout=0.2, name_override="t_oai_slow_custom",
+               timeout_error_function=lambda ctx, err: f"CUSTOM: {err.tool_name} gave up after {err.timeout_seconds}")
+async def slow_custom() -> str:
+    """Never answers in time."""
+    await asyncio.sleep(30)
+    return "never"
+
+
+def _saw(tool: str) -> Any:
+    return lambda turn: f"model saw: {turn.outputs(tool)[-1]}" if turn.called(tool) else call(tool)
+
+
+slow_agents = {
+    "strict": Agent(name="strict", model=ScriptedModel(_saw("t_oai_slow_strict")), tools=[slow_strict]),
+    "custom": Agent(name="custom", model=ScriptedModel(_saw("t_oai_slow_custom")), tools=[slow_custom]),
+}
+
+
+@perdure.workflow(name="t.oai.slow")
+async def slow_flow(which: str) -> str:
+    try:
+        return str((await DurableRunner.run(slow_agents[which], "go")).final_output)
+    except Exception as exc:  # what the SDK's own Runner.run raises, for the workflow to see
+        return f"raised {type(exc).__name__}: {exc}"
+
+
+def test_tool_timeouts_behave_as_the_sdk_documents() -> None:
+    async def body(client: perdure.Client, url: str) -> Any:
+        out = {}
+        for which in ("strict", "custom"):
+            rid = await client.start(slow_flow, which)
+            out[which] = (await client.result(rid, timeout=30),
+                          [(r.status.value, r.attempts) for r in await client.steps(rid) if r.kind.value == "tool"])
+        return out
+
+    out = on_memory(body)
+    # raise_exception: the run fails with the SDK's ToolTimeoutError at once -- not retried (each retry
+    # would wait the whole timeout again), not turned into text for the model.
+    assert out["strict"] == ("raised ToolTimeoutError: Tool 't_oai_slow_strict' timed out after 0.2 seconds.",
+                             [("FAILED", 1)])
+    # The tool's timeout_error_function words what the model sees, as in the SDK.
+    assert out["custom"] == ("model saw: CUSTOM: t_oai_slow_custom gave up after 0.2", [("COMPLETED", 1)])
+
+
+model_calls = {"n": 0}
+
+
+def _hiccup_once(turn: Turn) -> Any:
+    model_calls["n"] += 1
+    if model_calls["n"] == 1:
+        raise PermanentError("provider hiccup")
+    return "done" if turn.called("t_oai_noop") else call("t_oai_noop")  # a second turn: over max_turns=1
+
+
+@function_tool(name_override="t_oai_noop")
+def noop() -> str:
+    """Nothing."""
+    return "ok"
+
+
+hiccup = Agent(name="hiccup", model=ScriptedModel(_hiccup_once), tools=[noop],
+               model_settings=ModelSettings(retry=ModelRetrySettings(max_retries=2, policy=lambda ctx: True)))
+
+
+@perdure.workflow(name="t.oai.hiccup")
+async def hiccup_flow() -> str:
+    try:
+        await DurableRunner.run(hiccup, "go", max_turns=1)
+    except Exception as exc:
+        return type(exc).__name__
+    return "no error"
+
+
+def test_an_error_the_sdk_handled_is_not_raised_in_place_of_a_later_one() -> None:
+    """The model step fails once for good and the SDK's own model retry succeeds; the run then ends with
+    the SDK's MaxTurnsExceeded, which is what the workflow sees (not the handled StepFailedError)."""
+
+    async def body(client: perdure.Client, url: str) -> Any:
+        model_calls["n"] = 0
+        return await client.result(await client.start(hiccup_flow), timeout=30)
+
+    assert on_memory(body) == "MaxTurnsExceeded"

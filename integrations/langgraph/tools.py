@@ -15,9 +15,10 @@ retries run out, the ToolNode's ``handle_tool_errors`` sees :class:`~perdure.Ste
 original type name and message). Invalid arguments are not retried: they are recorded as the same
 ``ToolInvocationError`` message a plain ToolNode gives the model.
 
-Not supported as durable tools (refused when the node is built): tools that take ``InjectedState``,
-``InjectedStore`` or ``ToolRuntime`` -- graph objects that cannot travel to a step in another process --
-and tools that return ``Command``.
+Not supported as durable tools: tools that take ``InjectedState``, ``InjectedStore`` or ``ToolRuntime``
+-- graph objects that cannot travel to a step in another process -- refused when the node is built; a tool
+that returns ``Command`` (it could only be seen once it ran) or calls ``interrupt()`` (a human decision
+belongs in a node, with ``ask_approval``) fails its call at once, without a retry, saying so.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool
 from langchain_core.tools import tool as create_tool
+from langgraph.errors import GraphInterrupt
 from langgraph.prebuilt import ToolNode
 from langgraph.prebuilt.tool_node import (
     ToolCallRequest,
@@ -128,6 +130,12 @@ def _register(t: BaseTool, retry: RetryPolicy | None) -> Step[Any, Any]:
             except ValidationError as exc:
                 error = ToolInvocationError(name, exc, call["args"], _filter_validation_errors(exc, None))
                 return {"fingerprint": fingerprint, "invalid": error.message}
+            except GraphInterrupt:
+                raise PermanentError(
+                    f"tool {name!r} called interrupt(): a durable tool is a recorded effect, not a place to "
+                    "wait for a human; ask in a node before the tool call, with "
+                    "perdure.integrations.langgraph.ask_approval"
+                ) from None
             if isinstance(response, Command) or (isinstance(response, list) and response):
                 raise PermanentError(f"tool {name!r} returned {type(response).__name__}: durable tools must "
                                      "return their output (a ToolMessage), not Command")

@@ -413,6 +413,11 @@ class DurableModel(Model):
             if self.session is not None:
                 self.session.remember(exc)
             raise
+        if self.session is not None:
+            # A model call begins only once the SDK is done with the calls before it: an error one of
+            # those raised was handled (the SDK's own model retry, a tool failure sent to the model), and
+            # must not be re-raised in place of a later, unrelated error.
+            self.session.error = None
         return response
 
     async def stream_response(

@@ -27,7 +27,7 @@ import weakref
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
-from agents import Agent, Handoff, RunConfig, RunHooks, Runner
+from agents import Agent, Handoff, ModelSettings, RunConfig, RunHooks, Runner
 from agents.exceptions import AgentsException
 from agents.items import TResponseInputItem
 from agents.models.interface import Model
@@ -113,6 +113,7 @@ class _Session:
                 f"agent {original.name!r} uses MCP servers, whose tool calls perdure cannot record yet; "
                 "use HostedMCPTool (runs at the provider) or wrap the calls in function tools"
             )
+        _refuse_model_timeout(original.model_settings, f"agent {original.name!r}")
         clone = _copy(original)
         self.clones[id(original)] = clone
         self.originals.append(original)
@@ -189,6 +190,8 @@ class _Session:
                 "a custom RunConfig.model_provider cannot be reached from a model step in another process; "
                 "register it with perdure.integrations.openai_agents.register_model_provider(...) instead"
             )
+        if rc.model_settings is not None:
+            _refuse_model_timeout(rc.model_settings, "run_config")
         model = rc.model
         if isinstance(model, Model):
             model = DurableModel(self.model_name(model, "run_config:model"), self)
@@ -197,6 +200,17 @@ class _Session:
         copy.model_provider = DurableModelProvider(self)
         copy.tracing_disabled = True  # spans would be exported from workflow code, once per replay
         return copy
+
+
+def _refuse_model_timeout(settings: ModelSettings, where: str) -> None:
+    """``ModelSettings.timeout`` is enforced by the SDK's run loop -- in workflow code, where a wall-clock
+    timer racing a recorded model call would make a replay take another path than the first run."""
+    if settings.timeout is not None:
+        raise ConfigurationError(
+            f"{where}: ModelSettings(timeout=...) cannot run durably (the SDK times the model call in "
+            "workflow code, and a replay would not time out where the first run did); give the model's "
+            "client its timeout instead (e.g. AsyncOpenAI(timeout=...)), which runs inside the model step"
+        )
 
 
 def _copy(obj: T) -> T:

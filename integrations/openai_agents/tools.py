@@ -18,7 +18,9 @@ same tool output, and every later model call gets the same input as in the first
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,13 +32,14 @@ from agents.tool import (
     ToolOutputImage,
     ToolOutputText,
     _FailureHandlingFunctionToolInvoker,
+    default_tool_timeout_error_message,
     maybe_invoke_function_tool_failure_error_function,
 )
 from agents.tool_context import ToolContext
 from pydantic import TypeAdapter
 
 from perdure.core.codec import adapter_for, to_jsonable
-from perdure.core.errors import NonDeterminismError, RegistrationError, StepFailedError
+from perdure.core.errors import NonDeterminismError, RegistrationError, SerializationError, StepFailedError
 from perdure.core.registry import Step, get_step, same_definition
 from perdure.core.registry import tool as perdure_tool
 from perdure.core.retry import RetryPolicy
@@ -47,8 +50,16 @@ TOOL_PREFIX = "openai_agents.tool."
 # on every attempt: the SDK reports them to the model at once.
 TOOL_RETRY = RetryPolicy(
     max_attempts=3, initial_interval=1.0, backoff=2.0, max_interval=30.0,
-    non_retryable=("ModelBehaviorError", "UserError"),
+    non_retryable=("ModelBehaviorError", "UserError", "ToolTimeoutError"),
 )
+
+
+def _with_timeouts_final(retry: RetryPolicy) -> RetryPolicy:
+    """``retry``, never retrying a tool timeout whose behaviour is "raise_exception": the SDK fails the run
+    with it at once, and each retry would wait the whole timeout again."""
+    if "ToolTimeoutError" in retry.non_retryable:
+        return retry
+    return dataclasses.replace(retry, non_retryable=(*retry.non_retryable, "ToolTimeoutError"))
 
 _tools: dict[str, FunctionTool] = {}
 _STRUCTURED = (ToolOutputText, ToolOutputImage, ToolOutputFileContent)
@@ -73,6 +84,7 @@ def _same_tool(a: FunctionTool, b: FunctionTool) -> bool:
 def register_tool(tool: FunctionTool, retry: RetryPolicy | None = None) -> Step[Any, Any]:
     """Register ``tool`` as the perdure tool ``openai_agents.tool.<name>`` (idempotent for the same tool)."""
     name = step_name(tool)
+    retry = None if retry is None else _with_timeouts_final(retry)
     existing = _tools.get(name)
     if existing is not None and existing is not tool and not _same_tool(existing, tool):
         raise RegistrationError(
@@ -112,21 +124,35 @@ def encode_context(context: Any) -> dict[str, Any] | None:
     if context is None:
         return None
     cls = type(context)
+    if _find_class(cls.__module__, cls.__qualname__) is not cls:
+        raise SerializationError(
+            f"the agent run context (context=...) is a {cls.__qualname__}, which cannot be imported by its "
+            f"name ({cls.__module__}.{cls.__qualname__}: a class defined inside a function, or replaced "
+            "since): a tool body running in another process, or after a restart, could not rebuild it. "
+            "Define the class at module level"
+        )
     return {
         "type": f"{cls.__module__}:{cls.__qualname__}",
         "value": to_jsonable(context, where="the agent run context (context=...)"),
     }
 
 
+def _find_class(module: str, qualname: str) -> Any:
+    try:
+        found: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError):
+        return None
+    return found
+
+
 def decode_context(data: dict[str, Any] | None) -> Any:
     if data is None:
         return None
     module, _, qualname = data["type"].partition(":")
-    try:
-        cls: Any = importlib.import_module(module)
-        for part in qualname.split("."):
-            cls = getattr(cls, part)
-    except (ImportError, AttributeError):
+    cls = _find_class(module, qualname)
+    if cls is None:  # recorded by an older worker whose class is gone: the data as it was stored
         return data["value"]
     return adapter_for(cls).validate_python(data["value"])
 
@@ -176,8 +202,16 @@ def _implementation(tool: FunctionTool) -> Callable[[ToolContext[Any], str], Awa
     return invoker
 
 
-def _timeout_message(tool: FunctionTool, seconds: float) -> str:
-    return f"Tool '{tool.name}' timed out after {seconds:g} seconds."
+async def _timed_out(tool: FunctionTool, ctx: ToolContext[Any], seconds: float) -> Any:
+    """What the SDK does when a tool call outlives ``timeout_seconds``: raise ``ToolTimeoutError`` (the
+    run fails with it), or give the model the tool's ``timeout_error_function`` text or the SDK's own."""
+    error = ToolTimeoutError(tool_name=tool.name, timeout_seconds=seconds)
+    if tool.timeout_behavior == "raise_exception":
+        raise error
+    if tool.timeout_error_function is None:
+        return default_tool_timeout_error_message(tool_name=tool.name, timeout_seconds=seconds)
+    message = tool.timeout_error_function(ctx, error)
+    return await message if inspect.isawaitable(message) else message
 
 
 def _body_for(name: str) -> Callable[..., Awaitable[dict[str, Any]]]:
@@ -194,9 +228,7 @@ def _body_for(name: str) -> Callable[..., Awaitable[dict[str, Any]]]:
             try:
                 output = await asyncio.wait_for(call, tool.timeout_seconds)
             except TimeoutError:
-                if tool.timeout_behavior == "raise_exception":
-                    raise ToolTimeoutError(tool_name=tool.name, timeout_seconds=tool.timeout_seconds) from None
-                output = _timeout_message(tool, tool.timeout_seconds)
+                output = await _timed_out(tool, ctx, tool.timeout_seconds)
         return {"call_id": call_id, **encode_output(tool, output)}
 
     body.__qualname__ = body.__name__ = "openai_agents_tool_body"
@@ -252,6 +284,10 @@ class DurableInvoker:
             # context): a body in this process gets them as they are, which equals their JSON round trip.
             recorded = await run.call_step(self.step, args, {}, key=key, portable=lambda: (args, {}))
         except StepFailedError as exc:
+            seconds = self.original.timeout_seconds
+            if exc.error_type == "ToolTimeoutError" and seconds is not None:
+                # timeout_behavior="raise_exception": the run fails with the SDK's own error, as without perdure.
+                raise ToolTimeoutError(tool_name=self.original.name, timeout_seconds=seconds) from exc
             if not self.formats_failures:
                 raise
             message = await maybe_invoke_function_tool_failure_error_function(
