@@ -280,10 +280,12 @@ def test_a_tool_wrapper_that_delays_a_call_does_not_reorder_the_journal() -> Non
 
 
 class OneCall(BaseChatModel):
-    """Calls ``typed`` once with the id "call_0" (as every fresh conversation of some models does), then
-    answers with the tool's output."""
+    """Calls ``tool_name`` once with the id "call_0" (as every fresh conversation of some models does),
+    then answers with the tool's output."""
 
     endpoint: str = "https://a.example"
+    tool_name: str = "typed"
+    args: dict[str, Any] | None = None  # None: {"n": <messages so far>}
 
     @property
     def _llm_type(self) -> str:
@@ -296,7 +298,7 @@ class OneCall(BaseChatModel):
         results = [m for m in messages if isinstance(m, ToolMessage)]
         if results:
             return ChatResult(generations=[ChatGeneration(message=AIMessage(content=str(results[-1].content)))])
-        call = {"name": "typed", "args": {"n": len(messages)}, "id": "call_0"}
+        call = {"name": self.tool_name, "args": self.args or {"n": len(messages)}, "id": "call_0"}
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content="", tool_calls=[call]))])
 
 
@@ -348,20 +350,8 @@ async def asks_a_human(question: str) -> str:
     return str(interrupt(question))
 
 
-class AsksOnce(BaseChatModel):
-    @property
-    def _llm_type(self) -> str:
-        return "asks-once"
-
-    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
-        return self
-
-    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any) -> ChatResult:
-        call = {"name": "asks_a_human", "args": {"question": "ok?"}, "id": "call_0"}
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(content="", tool_calls=[call]))])
-
-
-ASKS = _loop_graph(durable_model(AsksOnce(), name="test-asks-once"), DurableToolNode([asks_a_human]))
+ASKS = _loop_graph(durable_model(OneCall(tool_name="asks_a_human", args={"question": "ok?"}), name="test-asks-once"),
+                   DurableToolNode([asks_a_human]))
 
 
 @perdure.workflow(name="test_lg_edges.asks")
