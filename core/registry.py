@@ -138,6 +138,8 @@ def same_definition(a: Callable[..., Any], b: Callable[..., Any]) -> bool:
     if not _equal(getattr(a, "__self__", None), getattr(b, "__self__", None)):  # bound methods
         return False
     a, b = getattr(a, "__func__", a), getattr(b, "__func__", b)
+    if isinstance(a, functools.partial) and isinstance(b, functools.partial):
+        return same_definition(a.func, b.func) and _equal(a.args, b.args) and _equal(a.keywords, b.keywords)
     code_a, code_b = getattr(a, "__code__", None), getattr(b, "__code__", None)
     if code_a is None or code_b is None:  # callable objects: the same class, equal attributes
         return equivalent(a, b)
@@ -165,11 +167,22 @@ def equivalent(a: Any, b: Any) -> bool:
             return bool(dump() == b.model_dump())
         except Exception:  # noqa: BLE001  # a field pydantic cannot dump: compare attributes
             pass
-    try:
-        va, vb = vars(a), vars(b)
-    except TypeError:  # no __dict__ (slots): nothing to tell them apart by
-        return True
+    slots = [name for cls in type(a).__mro__ for name in getattr(cls, "__slots__", ())]
+    if not all(_equal(getattr(a, name, _EMPTY), getattr(b, name, _EMPTY)) for name in slots):
+        return False
+    va, vb = getattr(a, "__dict__", {}), getattr(b, "__dict__", {})
     return va.keys() == vb.keys() and all(_equal(va[k], vb[k]) for k in va)
+
+
+def check_retry(registered: Step[Any, Any], retry: RetryPolicy | None, what: str) -> None:
+    """Refuse ``retry`` for a step registered with another policy (``None`` asks for none in particular):
+    a step has one policy, and the later one would be silently ignored -- a payment tool meant never to
+    be retried would keep the first registration's attempts."""
+    if retry is not None and retry != registered.retry:
+        raise RegistrationError(
+            f"{what} is already registered with {registered.retry!r}; it cannot take {retry!r} too (one "
+            "retry policy per name: pass the same one everywhere)"
+        )
 
 
 def _register(table: dict[str, Any], name: str, obj: Any, what: str) -> None:

@@ -156,6 +156,28 @@ def test_one_step_name_cannot_stand_for_functions_a_factory_made_around_differen
         make_fetch("globex")  # a worker finding the step by name would fetch acme's data for globex
 
 
+def test_same_definition_tells_apart_what_a_name_would_confuse() -> None:
+    import functools
+
+    from perdure.core.registry import equivalent, same_definition
+
+    def get(tenant: str, key: str) -> str:
+        return f"{tenant}:{key}"
+
+    assert same_definition(functools.partial(get, "acme"), functools.partial(get, "acme"))
+    assert not same_definition(functools.partial(get, "acme"), functools.partial(get, "globex"))
+
+    class Slotted:
+        __slots__ = ("endpoint",)
+
+        def __init__(self, endpoint: str) -> None:
+            self.endpoint = endpoint
+
+    assert equivalent(Slotted("a"), Slotted("a")) and not equivalent(Slotted("a"), Slotted("b"))
+    assert equivalent(Quote(symbol="X", price=1), Quote(symbol="X", price=1))
+    assert not equivalent(Quote(symbol="X", price=1), Quote(symbol="X", price=2))
+
+
 @perdure.step(name="t.mistyped")
 async def mistyped(calls: list[int]) -> int:
     calls.append(1)

@@ -29,7 +29,7 @@ from pydantic import ConfigDict, Field
 
 from ...core.context import idempotency_key
 from ...core.errors import ConfigurationError, RegistrationError
-from ...core.registry import Step, step
+from ...core.registry import Step, check_retry, step
 from ...core.retry import RetryPolicy
 from .calls import current_graph_run, durable_call, give_up, take_ticket
 from .messages import fingerprint, from_data, many_to_data, stable_id, to_data
@@ -85,11 +85,8 @@ def _register(name: str, model: BaseChatModel, retry: RetryPolicy | None) -> Ste
             "endpoint differ); give each durable_model(...) its own name="
         )
     _models[name] = model
-    if name in _steps and retry is not None and retry != _steps[name].retry:
-        raise RegistrationError(
-            f"durable model {name!r} is already registered with {_steps[name].retry!r}; it cannot take "
-            f"{retry!r} too (a model has one retry policy: pass the same one everywhere)"
-        )
+    if name in _steps:
+        check_retry(_steps[name], retry, f"durable model {name!r}")
     if name not in _steps:
 
         async def call_model(

@@ -44,7 +44,7 @@ from pydantic import ValidationError
 
 from ...core.context import idempotency_key
 from ...core.errors import ConfigurationError, PermanentError, RegistrationError
-from ...core.registry import Step, equivalent, same_definition
+from ...core.registry import Step, check_retry, equivalent, same_definition
 from ...core.registry import tool as perdure_tool
 from ...core.retry import RetryPolicy
 from .calls import durable_call, give_up, take_ticket
@@ -115,11 +115,8 @@ def _register(t: BaseTool, retry: RetryPolicy | None) -> Step[Any, Any]:
             "values as its arguments"
         )
     _tools[name] = t
-    if name in _steps and retry is not None and retry != _steps[name].retry:
-        raise RegistrationError(
-            f"durable tool {name!r} is already registered with {_steps[name].retry!r}; it cannot take "
-            f"{retry!r} too (a tool has one retry policy: pass the same one everywhere)"
-        )
+    if name in _steps:
+        check_retry(_steps[name], retry, f"durable tool {name!r}")
     if name not in _steps:
 
         async def call_tool(call: dict[str, Any], fingerprint: str) -> dict[str, Any]:

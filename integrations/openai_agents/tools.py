@@ -40,7 +40,7 @@ from pydantic import TypeAdapter
 
 from perdure.core.codec import adapter_for, to_jsonable
 from perdure.core.errors import NonDeterminismError, RegistrationError, SerializationError, StepFailedError
-from perdure.core.registry import Step, get_step, same_definition
+from perdure.core.registry import Step, check_retry, get_step, same_definition
 from perdure.core.registry import tool as perdure_tool
 from perdure.core.retry import RetryPolicy
 from perdure.core.runtime import RunContext
@@ -96,11 +96,7 @@ def register_tool(tool: FunctionTool, retry: RetryPolicy | None = None) -> Step[
     _tools[name] = tool
     if existing is not None:
         registered = get_step(name)
-        if retry is not None and retry != registered.retry:
-            raise RegistrationError(
-                f"function tool {tool.qualified_name!r} is already registered with {registered.retry!r}; it "
-                f"cannot take {retry!r} too (a tool has one retry policy: pass the same one everywhere)"
-            )
+        check_retry(registered, retry, f"function tool {tool.qualified_name!r}")
         return registered
     step: Step[Any, Any] = perdure_tool(
         _body_for(name), name=name, description=tool.description, retry=retry or TOOL_RETRY
