@@ -164,14 +164,32 @@ def failed(matrix: dict[str, dict[str, Outcome]]) -> bool:
 
 
 def verdicts(matrix: dict[str, dict[str, Outcome]]) -> dict[str, dict[str, Any]]:
-    """Per backend: conformant only if every scenario run passed. A declared known failure is a scenario
-    the backend does not pass: it keeps CI green while the work goes on, never the verdict."""
+    """Per backend: conformant only if the whole suite ran (no ``-k``, no scenario family left out for a
+    missing framework) and every scenario passed. A declared known failure is a scenario the backend does
+    not pass: it keeps CI green while the work goes on, never the verdict."""
     out = {}
     for b, row in matrix.items():
         known = sorted(n for n, o in row.items() if o.result == "XFAIL")
         unexpected = sorted(n for n, o in row.items() if o.result in ("FAIL", "ERROR", "XPASS"))
-        out[b] = {"conformant": not known and not unexpected, "known_failures": known, "failed": unexpected}
+        complete = len(row) == len(SCENARIOS) and not NOT_LOADED
+        out[b] = {"conformant": complete and not known and not unexpected, "complete": complete,
+                  "known_failures": known, "failed": unexpected}
     return out
+
+
+def _verdict_line(name: str, verdict: dict[str, Any], row: dict[str, Outcome]) -> str:
+    counts: dict[str, int] = {}
+    for o in row.values():
+        counts[o.result] = counts.get(o.result, 0) + 1
+    if verdict["known_failures"] or verdict["failed"]:
+        word = "NOT CONFORMANT"
+        if verdict["known_failures"]:
+            word += f" ({len(verdict['known_failures'])} declared known failures)"
+    elif verdict["complete"]:
+        word = "CONFORMANT"
+    else:
+        word = f"passes the {len(row)} scenarios run (not the whole suite: no verdict)"
+    return f"{name}: {word} -- " + ", ".join(f"{n} {result.lower()}" for result, n in sorted(counts.items()))
 
 
 def render(matrix: dict[str, dict[str, Outcome]]) -> str:
@@ -188,15 +206,7 @@ def render(matrix: dict[str, dict[str, Outcome]]) -> str:
             cells.append(("-" if o is None else f"{o.result} {o.seconds:4.1f}s").ljust(c))
         lines.append(f"{numbers[n]:>2}. {n}".ljust(width) + "  ".join(cells))
     verdict = verdicts(matrix)
-    for b in backends:
-        counts: dict[str, int] = {}
-        for o in matrix[b].values():
-            counts[o.result] = counts.get(o.result, 0) + 1
-        v = verdict[b]
-        word = "CONFORMANT" if v["conformant"] else "NOT CONFORMANT"
-        if v["known_failures"]:
-            word += f" ({len(v['known_failures'])} declared known failures)"
-        lines.append(f"{b}: {word} -- " + ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items())))
+    lines.extend(_verdict_line(b, verdict[b], matrix[b]) for b in backends)
     for framework, why in sorted(NOT_LOADED.items()):
         lines.append(f"not run: the {framework} scenarios ({why})")
     for b in backends:

@@ -172,6 +172,7 @@ def test_reference_engine_passes_everything() -> None:
     matrix = run_matrix([MemoryHarness(name="memory")])
     print(render(matrix))
     assert {o.result for o in matrix["memory"].values()} == {"PASS"}, render(matrix)
+    assert verdicts(matrix)["memory"]["conformant"] is True and "memory: CONFORMANT" in render(matrix)
 
 
 @pytest.mark.parametrize("mutant", sorted(MUTANTS))
@@ -207,8 +208,8 @@ def test_known_failure_is_strict() -> None:
     assert cell.detail.startswith("reruns steps\nfails with: ")  # the declared reason and the failure now
     # A known failure keeps the run green but never makes the backend conformant.
     assert not failed(matrix)
-    assert verdicts(matrix)["broken"] == {"conformant": False, "known_failures": ["kill_during_each_step"],
-                                          "failed": []}
+    assert verdicts(matrix)["broken"] == {"conformant": False, "complete": False,
+                                          "known_failures": ["kill_during_each_step"], "failed": []}
     assert "broken: NOT CONFORMANT (1 declared known failures)" in render(matrix)
     assert to_json(matrix)["verdicts"]["broken"]["conformant"] is False
 
@@ -218,6 +219,9 @@ def test_targets_are_resolved_first_named_apart_redacted_and_case_insensitive(mo
         run_matrix(["nosuch://x", "memory"])
     matrix = run_matrix(["memory", "MEMORY://other"], [by_name()["happy_path"]])
     assert sorted(matrix) == ["memory", "memory#2"]
+    # One scenario passing is no verdict on the backend.
+    assert "memory: passes the 1 scenarios run (not the whole suite: no verdict)" in render(matrix)
+    assert to_json(matrix)["verdicts"]["memory"]["conformant"] is False
     assert to_json(matrix)["scenarios"] == [{"name": "happy_path", "number": 1, "doc": "Three steps, no crash."}]
     h = ProcessHarness("DBOS+PostgreSQL://app:hunter2@127.0.0.1:5432/db")
     try:
