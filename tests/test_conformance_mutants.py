@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
@@ -212,6 +212,22 @@ def test_known_failure_is_strict() -> None:
                                           "known_failures": ["kill_during_each_step"], "failed": []}
     assert "broken: NOT CONFORMANT (1 declared known failures)" in render(matrix)
     assert to_json(matrix)["verdicts"]["broken"]["conformant"] is False
+
+
+def test_the_cli_exits_0_on_a_known_failure_and_1_with_strict(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    import argparse
+
+    from perdure.conformance import runner
+
+    broken = type("Broken", (MUTANTS["reruns_completed_steps"][0],), {"capabilities": Capabilities(
+        separate_worker_processes=False, known_failures={"kill_during_each_step": "reruns steps"})})
+    monkeypatch.setattr(runner, "harness_for", lambda target: MemoryHarness(broken, name="broken"))
+    codes = []
+    for strict in (False, True):
+        args = argparse.Namespace(list=False, json=False, targets=["broken"], output=str(tmp_path / "m.json"),
+                                  scenario=["kill_during_each_step"], strict=strict)
+        codes.append(runner.cli_main(args))
+    assert codes == [0, 1]
 
 
 def test_targets_are_resolved_first_named_apart_redacted_and_case_insensitive(monkeypatch: pytest.MonkeyPatch) -> None:
