@@ -78,14 +78,14 @@ def resolve_url(url: str | None = None) -> str:
 
 def _anchored(url: str, folder: Path) -> str:
     """A config file's URL with its relative paths made relative to the file (:meth:`Backend.anchor_url`)."""
-    scheme, sep, _ = url.partition("://")
+    scheme, sep, rest = url.partition("://")
     if not sep:
         return url  # open_backend says what a URL looks like
     try:
         cls = backend_class(scheme.lower())
     except PerdureError:
         return url  # open_backend raises the same error, where a backend is actually needed
-    return cls.anchor_url(url, folder)
+    return cls.anchor_url(f"{scheme.lower()}://{rest}", folder)  # schemes lowercased, as open_backend does
 
 
 def _registered() -> dict[str, str]:

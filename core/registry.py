@@ -218,7 +218,8 @@ def workflow(fn: Any = None, /, *, name: str | None = None) -> Any:
                 f"@perdure.workflow needs an async function; {getattr(f, '__qualname__', f)!r} is not "
                 "(write `async def`)"
             )
-        if "run_id" in inspect.signature(f).parameters:
+        codec = CallCodec(f, f"workflow {name or _default_name(f)!r}")
+        if "run_id" in codec.signature.parameters:
             # client.start(workflow, ..., run_id=...) names the run: a parameter of that name could never be
             # passed by keyword, and passing it that way would silently name the run instead.
             raise RegistrationError(
@@ -226,7 +227,7 @@ def workflow(fn: Any = None, /, *, name: str | None = None) -> Any:
                 "client.start(..., run_id=...) reserves for the run's id; rename it (inside the workflow, "
                 "perdure.run_id() gives the run's own id)"
             )
-        wf: Workflow[P, R] = Workflow(name=name or _default_name(f), fn=f, codec=CallCodec(f, f"workflow {name or _default_name(f)!r}"))
+        wf: Workflow[P, R] = Workflow(name=name or _default_name(f), fn=f, codec=codec)
         functools.update_wrapper(wf, f)  # type: ignore[arg-type]
         _register(_workflows, wf.name, wf, "workflow")
         return wf

@@ -23,10 +23,11 @@ from dbos import DBOSClient
 from dbos._error import DBOSConflictingWorkflowError
 from sqlalchemy.exc import IntegrityError
 
-from ...core.backend import Backend, Capabilities, DevServer
+from ...core.backend import Backend, Capabilities, DevServer, parse_url
 from ...core.errors import (
     ApprovalAlreadyDecidedError,
     ConfigurationError,
+    InvalidBackendURLError,
     ResultTimeoutError,
     RunConflictError,
     RunNotFoundError,
@@ -67,13 +68,14 @@ class DBOSBackend(Backend):
     @classmethod
     def anchor_url(cls, url: str, folder: Path) -> str:
         """``dbos+sqlite:///relative.sqlite`` in a config file: relative to the file's folder."""
-        scheme, _, rest = url.partition("://")
-        path, sep, query = rest.removeprefix("/").partition("?")
-        if scheme.lower() != "dbos+sqlite" or not rest.startswith("/") or path.startswith("/") or not path:
-            return url  # absolute, Postgres, or not a URL Database.from_url accepts (it says why)
-        if path == ":memory:":
-            return url
-        return f"{scheme}:///{(folder / path).as_posix()}{sep}{query}"
+        try:
+            db = Database.from_url(url, parse_url(url, cls.schemes))
+        except InvalidBackendURLError:
+            return url  # opening the backend says why
+        if db.path is None or Path(db.path).is_absolute():
+            return url  # Postgres, in-memory SQLite, or already absolute
+        _, sep, query = url.partition("?")
+        return f"dbos+sqlite:///{(folder / db.path).as_posix()}{sep}{query}"
 
     # --- connections --------------------------------------------------------------------------------
     def _connect(self, *, write: bool = True) -> DBOSClient:
