@@ -33,7 +33,7 @@ from perdure.integrations.openai_agents import (
 from ...core.types import StepStatus
 from ..ledger import current_ledger
 from ..scenarios import refused, scenario, start, trace
-from ..workflows import pass_gate
+from ..workflows import pass_gate, pass_gate_sync
 
 if TYPE_CHECKING:
     from ..harness import Harness
@@ -45,9 +45,10 @@ PUBLISH = "openai_agents.tool.publish"
 
 
 @function_tool
-async def lookup(topic: str) -> str:
-    """Look a topic up in the knowledge base."""
-    await pass_gate(f"lookup-{topic}")
+def lookup(topic: str) -> str:
+    """Look a topic up in the knowledge base. A plain ``def`` (publish is async): both kinds of tool body
+    are killed and re-run by the scenarios below."""
+    pass_gate_sync(f"lookup-{topic}")
     return f"{topic}: 3 sources"
 
 
