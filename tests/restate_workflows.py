@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +113,31 @@ async def broken(message: str) -> None:
 async def fanout(items: list[str]) -> list[str]:
     """Steps awaited together: positions are taken in call order, results recorded as they come."""
     return list(await asyncio.gather(*(a(x) for x in items)))
+
+
+@perdure.step(name="rt.slow_sync")
+def slow_sync(x: str, seconds: float) -> str:
+    """A plain def: the engine runs it in a thread, so it finishes at a moment of its own."""
+    time.sleep(seconds)
+    return f"{x}>s"
+
+
+@perdure.workflow(name="rt.staggered")
+async def staggered(rounds: int) -> list[str]:
+    """Rounds of steps awaited together that finish at different moments, each round after the last."""
+    out: list[str] = []
+    for i in range(rounds):
+        out += await asyncio.gather(slow_sync(f"{i}", 0.01), slow_sync(f"{i}", 0.05), slow_sync(f"{i}", 0.1))
+    return out
+
+
+@perdure.workflow(name="rt.race")
+async def race() -> str:
+    """A step raced with a long durable sleep: the step wins, the sleep is cancelled, the run goes on."""
+    step = asyncio.ensure_future(slow_sync("r", 0.05))
+    timer = asyncio.ensure_future(perdure.sleep(600))
+    done, pending = await asyncio.wait({step, timer}, return_when=asyncio.FIRST_COMPLETED)
+    for p in pending:
+        p.cancel()
+    won = await step if step in done else "timeout"
+    return f"{won}|{await slow_sync('after', 0)}"

@@ -339,6 +339,29 @@ def test_steps_awaited_together_across_a_kill(engine: Engine) -> None:
         engine.kill_workers()
 
 
+def test_operations_awaited_together_never_miss_their_completion(worker: Engine) -> None:
+    """Steps finishing at different moments, and a step raced with a timer: every waiter wakes.
+
+    The SDK's progress loop, run by two awaiting coroutines at once, could hand one's completion to the
+    other (adapters/restate/progress.py): such runs stayed RUNNING forever after their parallel steps."""
+
+    async def main() -> None:
+        async with Client(worker.url) as client:
+            staggered = [await client.start("rt.staggered", run_id=new_id("staggered"), rounds=6) for _ in range(3)]
+            for rid in staggered:
+                outputs = await client.result(rid, timeout=PATIENCE)
+                assert outputs == [f"{i}>s" for i in range(6) for _ in range(3)]
+            rid = new_id("race")
+            t0 = time.monotonic()
+            assert await client.result(await client.start("rt.race", run_id=rid), timeout=PATIENCE) == "r>s|after>s"
+            assert time.monotonic() - t0 < 30  # not after the 600 s timer
+            assert [(s.name, s.status) for s in await client.steps(rid)] == [
+                ("rt.slow_sync", StepStatus.COMPLETED), ("perdure.sleep", StepStatus.WAITING),  # as on memory://
+                ("rt.slow_sync", StepStatus.COMPLETED)]
+
+    asyncio.run(main())
+
+
 def test_a_second_worker_on_the_same_address_takes_over(engine: Engine) -> None:
     """Restate pins runs to a deployment address; workers share it (SO_REUSEPORT), so when one dies the
     survivor receives its runs."""

@@ -197,3 +197,29 @@ def test_dev_server_ports_are_kept_per_workdir(monkeypatch: pytest.MonkeyPatch, 
     (tmp_path / "ports.json").write_text("[31, 32, 33, 34]")  # what an earlier start of this workdir used
     assert _choose_ports(tmp_path, [None, None, None, None]) == [31, 32, 33, 34]
     assert len(set(_choose_ports(tmp_path / "new", [None, None, None, None]))) == 4
+
+
+# --- the SDK internals perdure relies on -----------------------------------------------------------------
+def test_the_restate_sdk_internals_perdure_relies_on_still_hold() -> None:
+    """Fails when a restate-sdk release changes what adapters/restate uses beyond its public API: the
+    progress loop and event queue (progress.py), the VM's replay flag (service.py), VMException
+    (journal.py). Run it before allowing a new SDK version in pyproject.toml."""
+    import inspect
+
+    from restate._internal import VMException
+    from restate.server_context import ServerDurableFuture, ServerInvocationContext
+    from restate.server_types import ReceiveChannel
+    from restate.vm import FirstCompletedUnresolvedFuture, SingleUnresolvedFuture, VMWrapper
+
+    assert issubclass(VMException, Exception)
+    poll = ServerInvocationContext.create_poll_or_cancel_coroutine
+    assert inspect.iscoroutinefunction(poll) and list(inspect.signature(poll).parameters) == ["self", "unresolved_future"]
+    assert inspect.iscoroutinefunction(ReceiveChannel.enqueue_restate_event)
+    # The loop treats this event as "look again" (progress.py wakes the driver with it).
+    assert '"restate.run_completed"' in inspect.getsource(poll)
+    leaves: list[SingleUnresolvedFuture] = [SingleUnresolvedFuture(1)]
+    combined = FirstCompletedUnresolvedFuture(leaves)
+    leaves.append(SingleUnresolvedFuture(2))
+    assert combined.children is leaves and SingleUnresolvedFuture(2) in combined.children  # read at every call
+    assert callable(ServerDurableFuture.is_completed) and "handle" in inspect.signature(ServerDurableFuture).parameters
+    assert callable(VMWrapper.is_replaying)

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import httpx
 
 from ...core.backend import Backend, Capabilities, DevServer
-from ...core.errors import ApprovalAlreadyDecidedError, RunConflictError, RunNotFoundError
+from ...core.errors import ApprovalAlreadyDecidedError, ResultTimeoutError, RunConflictError, RunNotFoundError
 from ...core.types import Decision, ErrorInfo, PendingApproval, RunInfo, RunStatus, StepRecord
 from .entries import PENDING_KEY, parse_journal, records
 from .http import RestateHTTP, sql_literal
@@ -247,7 +247,7 @@ class RestateBackend(Backend):
                 return info
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
-                return await super().wait(run_id, 0)  # raises ResultTimeoutError
+                raise ResultTimeoutError(f"run {run_id!r} is still {info.status.value} after {timeout} s")
             t0 = time.monotonic()
             try:
                 await self.http.attach(self.settings.service, run_id, min(left or 30.0, 30.0))

@@ -15,8 +15,11 @@ from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from typing import Any, TypeVar
 
-import restate
 from restate import RunOptions, WorkflowContext
+
+# The SDK's core error type, raised by every ctx call on a journal mismatch. Not public: an SDK that moves
+# it fails this import (and tests/test_restate_units.py), rather than every error passing for one.
+from restate._internal import VMException
 from restate.serde import BytesSerde
 
 from ...core.context import current_run
@@ -25,11 +28,7 @@ from ...core.registry import get_step
 from ...core.runtime import Journal, decision_envelope, execute_attempt, sleep_envelope, timeout_envelope
 from ...core.types import ApprovalRequest, Decision, StepCall, StepKind
 from .entries import PENDING_KEY, RETRY_KEY, command_name
-
-try:  # the SDK's core error type (raised by every ctx call on a journal mismatch)
-    from restate._internal import VMException
-except ImportError:  # pragma: no cover - a future SDK layout
-    VMException = Exception  # type: ignore[misc,assignment]
+from .progress import Progress
 
 T = TypeVar("T")
 PENDING_STATE_PREFIX = "perdure.pending."  # + position: the approvals a run waits for, readable via SQL
@@ -54,6 +53,12 @@ class RestateJournal(Journal):
         self.ctx = ctx
         self._recorded_at = recorded_at
         self.diverged: NonDeterminismError | None = None
+        self.progress = Progress(ctx)  # every wait on a Restate future goes through it (see progress.py)
+
+    async def _settled(self, future: Any) -> Any:
+        """The value of a Restate future of this run, waited for through :attr:`progress`."""
+        await self.progress.wait(future)
+        return await future
 
     async def _call(self, position: int, kind: StepKind, name: str, make: Callable[[], T]) -> T:
         """Issue one SDK command; a journal mismatch becomes :class:`NonDeterminismError`."""
@@ -84,7 +89,7 @@ class RestateJournal(Journal):
             if not is_journal_mismatch(exc):
                 raise
             raise await self._nondeterminism(position, kind, name) from None
-        value: bytes = await future
+        value: bytes = await self._settled(future)
         return value
 
     async def _timer(self, position: int, kind: StepKind, name: str, tag: str | None, seconds: float) -> Any:
@@ -106,13 +111,13 @@ class RestateJournal(Journal):
             if not raw.startswith(_RETRY_PREFIX):
                 return raw.decode()
             delay = get_step(call.name).retry.delay(attempt)
-            await (await self._timer(call.position, call.kind, call.name, f"b{attempt}", delay))
+            await self._settled(await self._timer(call.position, call.kind, call.name, f"b{attempt}", delay))
             attempt += 1
 
     async def sleep(self, position: int, seconds: float) -> str:
         """A Restate durable timer: its wake-up time is fixed by Restate when first reached."""
         name = "perdure.sleep"
-        await (await self._timer(position, StepKind.SLEEP, name, None, seconds))
+        await self._settled(await self._timer(position, StepKind.SLEEP, name, None, seconds))
         envelope = sleep_envelope(seconds).encode()
         return (await self._run(position, StepKind.SLEEP, name, "done", _constant(envelope))).decode()
 
@@ -137,11 +142,12 @@ class RestateJournal(Journal):
         )
         decision: bytes | None
         if deadline is None:
-            decision = await promise
+            decision = await self._settled(promise)
         else:
             timer = await self._timer(p, kind, name, "timeout", deadline - time.time())
-            winner, value = await restate.select(decision=promise, timeout=timer)
-            decision = value if winner == "decision" else None
+            await self.progress.wait(promise, timer)
+            # Both may be complete (a replay): the decision wins, as restate.select lists it first.
+            decision = await promise if promise.is_completed() else None  # type: ignore[attr-defined]
         if decision is None:
             envelope = timeout_envelope(request)
         else:
