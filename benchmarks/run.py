@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--engines", help=f"comma-separated, from {', '.join(engines.ENGINES)} (default: all installed)")
     p.add_argument("--families", default=",".join(FAMILIES), help=f"comma-separated, from {', '.join(FAMILIES)}")
     p.add_argument("--output-dir", type=Path, help="where to write benchmarks.md/.json/-resume.png "
-                   "(default: docs/ of this checkout; .perdure/bench/ with --quick)")
+                   "(default: docs/ of this checkout; ./.perdure/bench/ with --quick)")
     p.add_argument("--update", type=Path, metavar="JSON",
                    help="measure only --engines/--families and merge them into this benchmarks.json")
     p.add_argument("--report-only", type=Path, metavar="JSON",

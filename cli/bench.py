@@ -29,8 +29,7 @@ def bench(args: Sequence[str]) -> int:
         print(
             "perdure bench: the benchmarks live in the source repository (benchmarks/run.py) and are not "
             f"installed with the package (looked in {PACKAGE_ROOT / 'benchmarks'}). Clone the repository, "
-            "`pip install -e '.[dev,dbos,temporal,restate,openai-agents]'`, then run `perdure bench` or "
-            "`python benchmarks/run.py` there.",
+            "`pip install -e '.[bench]'`, then run `perdure bench` or `python benchmarks/run.py` there.",
             file=sys.stderr,
         )
         return 2

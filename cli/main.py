@@ -127,11 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="run the benchmarks (from a source checkout)",
                        description="Run benchmarks/run.py: per-step overhead vs the raw SDKs, agent turn vs "
                        "the engines' own agent runners, recovery after SIGKILL, resume cost vs history length, "
-                       "throughput and memory per run; writes docs/benchmarks.md. Needs a source checkout.")
+                       "throughput and memory per run; writes docs/benchmarks.md (with --quick: under "
+                       "./.perdure/bench/). Needs a source checkout.")
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke run in a few minutes")
     p.add_argument("--engines", metavar="LIST", help="comma-separated engines (default: all installed)")
     p.add_argument("--families", metavar="LIST", help="comma-separated: steps,agent,recovery,resume,throughput")
-    p.add_argument("--output-dir", metavar="DIR", help="where to write the report (default: docs/)")
+    p.add_argument("--output-dir", metavar="DIR",
+                   help="where to write the report (default: docs/; ./.perdure/bench/ with --quick)")
     p.set_defaults(func=commands.bench)
 
     p = sub.add_parser("demo", help="the crash-and-resume demo",
