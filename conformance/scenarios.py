@@ -218,6 +218,21 @@ async def approval_timeout(h: Harness) -> dict[str, Any]:
             "not_early": ended >= started + timeout, "not_restarted": ended < ready + timeout - 0.5}
 
 
+@scenario(5)
+async def approval_decided_after_deadline_while_no_worker(h: Harness) -> dict[str, Any]:
+    """The deadline passes while no worker runs, then a decision arrives before any worker recorded the
+    timeout: the decision is accepted and it is what the run gets -- never accepted, then dropped."""
+    rid = h.new_run_id("late")
+    await start(h, wf.approval_flow, rid, item="post", timeout=2.0)
+    info = await h.wait_pending(rid)
+    assert info.pending_approval is not None and info.pending_approval.deadline is not None
+    await h.kill_worker()
+    await asyncio.sleep(max(0.0, info.pending_approval.deadline - time.time()) + 1.0)
+    accepted = await refused(h.client.approve(rid, info.pending_approval.approval_id, by="alice"))
+    await h.start_worker()
+    return {"run": await trace(h, rid), "decision": accepted}
+
+
 # --- 6: retries ----------------------------------------------------------------------------------
 @scenario(6)
 async def retry_transient(h: Harness) -> dict[str, Any]:

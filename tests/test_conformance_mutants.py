@@ -29,6 +29,7 @@ from perdure.conformance.runner import (
 from perdure.conformance.scenarios import SCENARIOS, Scenario, by_name
 from perdure.core.backend import Capabilities
 from perdure.core.errors import ConfigurationError, UnknownBackendError
+from perdure.core.runtime import timeout_envelope
 from perdure.core.types import ApprovalRequest, Decision, Envelope, RunInfo, RunStatus, StepCall, StepKind
 
 # --- mutants ---------------------------------------------------------------------------------------
@@ -108,6 +109,16 @@ class _EarlyDeadlineJournal(MemoryJournal):
         return await super().approval(request)
 
 
+class _DeadlineFirstJournal(MemoryJournal):
+    """A deadline that passed while no worker ran beats a decision sent after it, which was accepted."""
+
+    async def approval(self, request: ApprovalRequest) -> str:
+        entry = self._reach(request.position, request.name, StepKind.APPROVAL)
+        if entry.envelope is None and entry.deadline is not None and time.time() >= entry.deadline:
+            return self._record(entry, timeout_envelope(request))
+        return await super().approval(request)
+
+
 class _IgnoresCancelWhileWaitingEngine(MemoryEngine):
     """Cancels a run inside a step, but not one waiting on an approval."""
 
@@ -145,6 +156,8 @@ MUTANTS = {
     "reruns_completed_tools": (_backend("RerunTools", journal=_RerunToolsJournal), {"tool_completed_before_kill"}),
     "resets_approval_deadlines": (_backend("ResetDeadline", journal=_ResetDeadlineJournal), {"approval_timeout"}),
     "early_approval_deadlines": (_backend("EarlyDeadline", journal=_EarlyDeadlineJournal), {"approval_timeout"}),
+    "timeout_beats_a_late_decision": (_backend("DeadlineFirst", journal=_DeadlineFirstJournal),
+                                      {"approval_decided_after_deadline_while_no_worker"}),
     "ignores_cancel_while_waiting": (_backend("IgnoresCancel", engine=_IgnoresCancelWhileWaitingEngine), {"cancel"}),
     "lists_runs_oldest_first": (_OldestFirstBackend, {"inspection"}),
     "never_reports_running": (_NeverRunningBackend, {"kill_between_steps"}),

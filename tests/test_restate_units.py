@@ -223,3 +223,83 @@ def test_the_restate_sdk_internals_perdure_relies_on_still_hold() -> None:
     assert combined.children is leaves and SingleUnresolvedFuture(2) in combined.children  # read at every call
     assert callable(ServerDurableFuture.is_completed) and "handle" in inspect.signature(ServerDurableFuture).parameters
     assert callable(VMWrapper.is_replaying)
+
+
+# --- progress.py: one driver for every wait of an invocation ------------------------------------------
+class _Future:
+    def __init__(self, handle: int) -> None:
+        self.handle, self.done = handle, False
+
+    def is_completed(self) -> bool:
+        return self.done
+
+
+class _Ctx:
+    """The two SDK calls Progress makes: a poll that returns once a watched future completes (the test
+    completes them through ``finish``), and the wake-up event (counted)."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self.polls: list[list[int]] = []
+        self.changed = asyncio.Event()
+        self.wakes = 0
+        self.receive = self
+
+    async def enqueue_restate_event(self, event: dict[str, object]) -> None:
+        assert event["type"] == "restate.run_completed"
+        self.wakes += 1
+        self.changed.set()
+
+    async def create_poll_or_cancel_coroutine(self, unresolved: object) -> None:
+        leaves = unresolved.children  # type: ignore[attr-defined]
+        while True:
+            self.polls.append([leaf.handle for leaf in leaves])
+            if any(f.done for f in self.futures if f.handle in self.polls[-1]):
+                return
+            self.changed.clear()
+            await self.changed.wait()
+
+    def finish(self, f: _Future) -> None:
+        f.done = True
+        self.changed.set()
+
+
+def test_progress_wakes_every_waiter_and_leaves_nothing_behind() -> None:
+    import asyncio
+
+    from perdure.adapters.restate.progress import Progress
+
+    async def main() -> None:
+        ctx = _Ctx()
+        a, b, c, promise, timer = (_Future(h) for h in (1, 2, 3, 4, 5))
+        ctx.futures = [a, b, c, promise, timer]  # type: ignore[attr-defined]
+        p = Progress(ctx)
+        order: list[str] = []
+
+        async def waiter(name: str, *fs: _Future) -> None:
+            await p.wait(*fs)
+            order.append(name)
+
+        tasks = [asyncio.create_task(waiter("a", a)), asyncio.create_task(waiter("b", b)),
+                 asyncio.create_task(waiter("c", c)), asyncio.create_task(waiter("approval", promise, timer))]
+        await asyncio.sleep(0.01)
+        assert sorted(ctx.polls[-1]) == [1, 2, 3, 4, 5] and ctx.wakes == 3  # one driver sees every future
+        for f in (c, timer, a, b):  # completions in another order than the waits (the lost-wakeup case)
+            ctx.finish(f)
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(asyncio.gather(*tasks), 1)
+        assert order == ["c", "approval", "a", "b"]
+        # The approval's promise (never completed) is not watched any more, and no driver is left polling.
+        assert p._waiters == {} and p._leaves == [] and not p._driving and p._task is None
+
+        # A lone waiter cancelled while it drives: nothing stays registered.
+        d = _Future(6)
+        ctx.futures.append(d)  # type: ignore[attr-defined]
+        lone = asyncio.create_task(p.wait(d))
+        await asyncio.sleep(0.01)
+        lone.cancel()
+        await asyncio.gather(lone, return_exceptions=True)
+        assert p._waiters == {} and not p._driving
+
+    asyncio.run(main())

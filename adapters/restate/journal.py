@@ -46,12 +46,17 @@ class RestateJournal(Journal):
     """The journal of one run, inside the Restate invocation of the perdure workflow keyed by its run id.
 
     ``recorded_at(position)`` reads, through the admin API, what the journal holds at a position (used
-    only to word a :class:`NonDeterminismError`).
+    only to word a :class:`NonDeterminismError`); ``decided(approval_id)`` reads the decision an
+    approval's promise holds, if any (used when its timer fired first: see :meth:`approval`).
     """
 
-    def __init__(self, ctx: WorkflowContext, recorded_at: Callable[[int], Awaitable[str]]) -> None:
+    def __init__(
+        self, ctx: WorkflowContext, recorded_at: Callable[[int], Awaitable[str]],
+        decided: Callable[[str], Awaitable[bytes | None]],
+    ) -> None:
         self.ctx = ctx
         self._recorded_at = recorded_at
+        self._decided = decided
         self.diverged: NonDeterminismError | None = None
         self.progress = Progress(ctx)  # every wait on a Restate future goes through it (see progress.py)
 
@@ -146,8 +151,15 @@ class RestateJournal(Journal):
         else:
             timer = await self._timer(p, kind, name, "timeout", deadline - time.time())
             await self.progress.wait(promise, timer)
-            # Both may be complete (a replay): the decision wins, as restate.select lists it first.
-            decision = await promise if promise.is_completed() else None  # type: ignore[attr-defined]
+            if promise.is_completed():  # type: ignore[attr-defined]  # (a ServerDurableFuture)
+                decision = await promise
+            else:
+                # The timer fired first -- maybe while no worker ran, and a decision was sent since, before
+                # anyone recorded the timeout. Every engine gives the run that decision (the client was
+                # told it was taken), so read the promise itself: the SDK may not have read its completion
+                # yet. Not a journaled read, but its result only feeds the "done" record below, which a
+                # replay returns as recorded, whatever the read says then.
+                decision = await self._decided(request.approval_id)
         if decision is None:
             envelope = timeout_envelope(request)
         else:

@@ -113,14 +113,18 @@ class Progress:
                 self._leaves.remove(SingleUnresolvedFuture(f.handle))
 
     def _settle(self) -> None:
-        """Wake the waiters of every completed future, and stop watching those futures."""
-        for handle, (future, waiters) in list(self._waiters.items()):
+        """Wake the waiters of every completed future, and stop watching what nobody waits for any more
+        (the other futures of a woken ``wait(a, b)``: an approval's promise once its timer fired)."""
+        for future, waiters in self._waiters.values():
             if future.is_completed():
-                del self._waiters[handle]
-                self._leaves.remove(SingleUnresolvedFuture(handle))
                 for done in waiters:
                     if not done.done():
                         done.set_result(None)
+        for handle, (_, waiters) in list(self._waiters.items()):
+            waiters[:] = [done for done in waiters if not done.done()]
+            if not waiters:
+                del self._waiters[handle]
+                self._leaves.remove(SingleUnresolvedFuture(handle))
 
     def _fail_all(self, exc: BaseException, raised_in: asyncio.Future[None] | None) -> None:
         """Every waiter but ``raised_in`` (the driver's own, which raises ``exc`` itself) gets ``exc``."""

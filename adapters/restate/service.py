@@ -95,7 +95,16 @@ async def execute_run(ctx: WorkflowContext, request: bytes, settings: RestateSet
         op = first_op_from(parse_journal(rows), position)
         return op.describe() if op is not None else "nothing"
 
-    journal = RestateJournal(ctx, recorded_at)
+    async def decided(approval_id: str) -> bytes | None:
+        rows = await http.query(
+            "SELECT completion_success_value_utf8 AS value FROM sys_promise "
+            f"WHERE service_name = {sql_literal(settings.service)} AND service_key = {sql_literal(run_id)} "
+            f"AND key = {sql_literal(approval_id)} AND completed = true"
+        )
+        value = rows[0]["value"] if rows else None
+        return None if value is None else str(value).encode()
+
+    journal = RestateJournal(ctx, recorded_at, decided)
     output: str | None = None
     error: ErrorInfo | None = None
     try:
