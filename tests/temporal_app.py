@@ -177,3 +177,47 @@ async def carried_then_wait() -> str:
     first = await (b("x") if VARIANT == "changed" else a("x"))
     await perdure.approval("ship", {"first": first})
     return first
+
+
+@perdure.step(name="tt.length")
+async def length(text: str) -> int:
+    return len(text)
+
+
+@perdure.workflow(name="tt.wide")
+async def wide(n: int, size: int) -> list[int]:
+    """``n`` steps started together, each with a ``size``-character argument: one workflow task sends
+    them all to the server at once (over its gRPC message limit when large enough)."""
+    return list(await asyncio.gather(*(length(str(i % 10) * size) for i in range(n))))
+
+
+@perdure.workflow(name="tt.two_approvals")
+async def two_approvals() -> list[bool]:
+    """Two approvals pending at once."""
+    decisions = await asyncio.gather(perdure.approval("first", 1), perdure.approval("second", 2))
+    return [d.approved for d in decisions]
+
+
+@perdure.workflow(name="tt.race")
+async def race(loser: str) -> dict[str, Any]:
+    """A sleep races a step and the loser's task is cancelled (``loser="step"``: a test holds the step's
+    gate). With ``continue_as_new_after=2`` the run continues as new at ``b`` (position 2), right after."""
+    sleep = asyncio.ensure_future(perdure.sleep(3600 if loser == "sleep" else 0.01))  # position 0
+    work = asyncio.ensure_future(a("race"))  # position 1
+    done, pending = await asyncio.wait({sleep, work}, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    await asyncio.wait(pending)
+    return {"winner": "step" if work in done else "sleep", "loser_cancelled": all(t.cancelled() for t in pending),
+            "then": await b("end")}
+
+
+@perdure.workflow(name="tt.race_approval")
+async def race_approval() -> str:
+    """An approval loses a race to a step and is cancelled; then another approval, then ``b``."""
+    slow = asyncio.ensure_future(perdure.approval("slow", 0))  # position 0
+    work = asyncio.ensure_future(a("race"))  # position 1
+    await asyncio.wait({slow, work}, return_when=asyncio.FIRST_COMPLETED)
+    slow.cancel()
+    await perdure.approval("next", 1)  # position 2
+    return await b(await work)

@@ -28,11 +28,14 @@ import pytest
 
 pytest.importorskip("temporalio")
 
+from temporalio import workflow  # noqa: E402
+
 import perdure  # noqa: E402
 from perdure.adapters.memory import MemoryBackend  # noqa: E402
 from perdure.adapters.temporal import TemporalBackend, TemporalDevServer, hard_exit  # noqa: E402
 from perdure.core.errors import (  # noqa: E402
     ApprovalAlreadyDecidedError,
+    ConfigurationError,
     RunCancelledError,
     RunConflictError,
     RunFailedError,
@@ -47,6 +50,15 @@ import temporal_app as app  # noqa: E402
 pytestmark = pytest.mark.engine("temporal")
 PATIENCE = 60.0
 PORTS = range(17300, 17320)
+
+
+@workflow.defn(name="plain.Noop", sandboxed=False)
+class PlainNoop:
+    """A plain Temporal workflow, not perdure's (a neighbour in the namespace)."""
+
+    @workflow.run
+    async def run(self) -> None:
+        return None
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -375,6 +387,39 @@ def test_changed_code_at_a_carried_position_fails_with_nondeterminism(
     assert info.error is not None and info.error.type == "NonDeterminismError"
 
 
+@pytest.mark.parametrize("loser", ["sleep", "step"])
+def test_a_cancelled_operation_does_not_hold_up_continuing_as_new(
+    server: TemporalDevServer, workers: Workers, root: Path, loser: str
+) -> None:
+    """The loser of a race is cancelled and never gets an outcome; the cut comes right after it. The run
+    continues as new anyway (the cancelled position is carried as such: the next Temporal run's replay
+    waits there until the workflow cancels it again) and ends as on the reference engine."""
+    url = server.url + "&continue_as_new_after=2"
+    workers.start(url=url)
+    run_id = rid(f"race-{loser}")
+    if loser == "step":
+        app.arm(root, f"{run_id}:a")
+
+    async def run(client: perdure.Client) -> Any:
+        await client.start(app.race, loser, run_id=run_id)
+        return await client.result(run_id, timeout=PATIENCE)
+
+    async def main() -> tuple[Any, list[tuple[int, str]]]:
+        async with perdure.Client(url) as client:
+            output = await run(client)
+            return output, [(s.position, s.name) for s in await client.steps(run_id)]
+
+    try:
+        output, steps = asyncio.run(main())
+        assert output == asyncio.run(_reference(run_id, run))
+        assert output == {"winner": "step" if loser == "sleep" else "sleep", "loser_cancelled": True, "then": "end>b"}
+    finally:
+        app.release(root, f"{run_id}:a")
+    assert steps == [(1, "tt.a") if loser == "sleep" else (0, "perdure.sleep"), (2, "tt.b")]
+    assert len(asyncio.run(temporal_runs(server, run_id))) == 2
+    assert len(app.arrivals(root, f"{run_id}:a")) == 2  # once on each engine: never again in a later Temporal run
+
+
 def test_a_journal_too_large_to_carry_stays_in_one_history(
     server: TemporalDevServer, workers: Workers, root: Path
 ) -> None:
@@ -455,6 +500,96 @@ def test_decision_sent_with_no_worker_is_kept_and_a_second_is_refused(workers: W
     assert shown.pending_approval is not None and shown.pending_approval.approval_id == "ship-0"
 
 
+async def _two_approvals(client: perdure.Client, run_id: str) -> tuple[list[str], Any, list[dict[str, Any]]]:
+    await client.start(app.two_approvals, run_id=run_id)
+    shown: list[str] = []
+    for approve in (True, False):  # decide whichever is shown, then the other one
+        info = await wait_for(client, run_id, lambda i: i.pending_approval is not None
+                              and i.pending_approval.approval_id not in shown)
+        assert info.pending_approval is not None
+        shown.append(info.pending_approval.approval_id)
+        await (client.approve if approve else client.reject)(run_id, shown[-1], by="alice")
+    return shown, await client.result(run_id, timeout=PATIENCE), records(await client.steps(run_id))
+
+
+def test_concurrent_approvals_are_each_shown_and_decided_as_on_the_reference_engine(workers: Workers) -> None:
+    """Deciding one of two pending approvals leaves the other shown (its own memo key) and decidable."""
+    workers.start()
+    run_id = rid("two-approvals")
+
+    async def main() -> tuple[list[str], Any, list[dict[str, Any]]]:
+        async with perdure.Client(workers.url) as client:
+            return await _two_approvals(client, run_id)
+
+    got = asyncio.run(main())
+    assert got == asyncio.run(_reference(run_id, lambda client: _two_approvals(client, run_id)))
+    assert sorted(got[0]) == ["first-0", "second-1"]
+
+
+def test_a_pending_approval_under_the_earlier_single_memo_key_is_cleared_when_decided(
+    server: TemporalDevServer, workers: Workers
+) -> None:
+    """A run that an earlier perdure left with its pending approval under the one key ``perdure.pending``
+    (made here with that memo at start): shown while pending, and no longer once decided on a worker of
+    today's code."""
+    from perdure.adapters.temporal.payloads import MEMO_PENDING_LEGACY, raw
+
+    workers.start()
+    run_id = rid("legacy-memo")
+
+    async def main() -> tuple[perdure.RunInfo, perdure.RunInfo]:
+        async with perdure.Client(workers.url) as client:
+            backend = client.backend
+            assert isinstance(backend, TemporalBackend)
+            legacy = {"approval_id": "ship-0", "name": "ship", "payload": {"n": 1}, "digest": "0" * 64,
+                      "deadline": None, "position": 0}
+            await (await backend.client()).start_workflow(
+                "tt.approval", args=[raw("{}"), raw(backend.settings.run_state().to_json())], id=run_id,
+                task_queue=backend.settings.task_queue, memo={MEMO_PENDING_LEGACY: legacy})
+            before = await client.status(run_id)
+            waiting = await wait_for(client, run_id, lambda i: i.status is RunStatus.WAITING
+                                     and i.pending_approval is not None and i.pending_approval.digest != "0" * 64)
+            assert waiting.pending_approval is not None and waiting.pending_approval.approval_id == "ship-0"
+            await client.approve(run_id, "ship-0", by="alice")
+            await client.result(run_id, timeout=PATIENCE)
+            return before, await client.status(run_id)
+
+    before, after = asyncio.run(main())
+    assert before.pending_approval is not None and before.pending_approval.approval_id == "ship-0"
+    assert after.status is RunStatus.SUCCEEDED and after.pending_approval is None
+    assert asyncio.run(_memo(workers.url, run_id)).get(MEMO_PENDING_LEGACY) is None
+
+
+async def _memo(url: str, run_id: str) -> dict[str, Any]:
+    backend = TemporalBackend(url)
+    return dict(await (await (await backend.client()).get_workflow_handle(run_id).describe()).memo())
+
+
+def test_a_cancelled_approval_is_no_longer_pending(workers: Workers, root: Path) -> None:
+    """An approval whose task the workflow cancelled can never be decided: it leaves the memo, so once the
+    next approval is decided the run is RUNNING, not WAITING for the cancelled one."""
+    workers.start()
+    run_id = rid("cancelled-approval")
+    app.arm(root, f"{run_id}:b")
+
+    async def main() -> tuple[list[str], perdure.RunInfo]:
+        async with perdure.Client(workers.url) as client:
+            await client.start(app.race_approval, run_id=run_id)
+            await wait_for(client, run_id, lambda i: i.pending_approval is not None
+                           and i.pending_approval.approval_id == "next-2")
+            await client.approve(run_id, "next-2")
+            await wait_arrivals(root, f"{run_id}:b")
+            memo = await _memo(workers.url, run_id)
+            return [k for k in memo if k.startswith("perdure.pending")], await client.status(run_id)
+
+    try:
+        pending, info = asyncio.run(main())
+    finally:
+        app.release(root, f"{run_id}:b")
+    assert pending == []
+    assert info.status is RunStatus.RUNNING and info.pending_approval is None
+
+
 def test_approval_timeout(workers: Workers) -> None:
     workers.start()
 
@@ -505,6 +640,25 @@ def test_exception_in_workflow_code_fails_the_run(workers: Workers) -> None:
     asyncio.run(main())
 
 
+def test_a_workflow_task_too_large_for_the_server_fails_typed_not_cancelled(workers: Workers) -> None:
+    """5 steps of 900 KB arguments started together: each value is under perdure's 1 MiB limit, their
+    workflow task is over the server's 4 MiB gRPC limit, and the server terminates the run
+    (``GrpcMessageTooLarge``). That is a FAILED run with ``PayloadTooLargeError``, never a cancel."""
+    workers.start()
+
+    async def main() -> perdure.RunInfo:
+        async with perdure.Client(workers.url) as client:
+            run_id = await client.start(app.wide, 5, 900_000)
+            with pytest.raises(RunFailedError) as err:
+                await client.result(run_id, timeout=PATIENCE)
+            assert err.value.error_type == "PayloadTooLargeError"
+            return await client.status(run_id)
+
+    info = asyncio.run(main())
+    assert info.status is RunStatus.FAILED
+    assert info.error is not None and "GrpcMessageTooLarge" in info.error.message
+
+
 def test_cancel_with_no_worker_alive(workers: Workers, root: Path) -> None:
     first = workers.start()
     run_id = rid("cancel")
@@ -548,6 +702,59 @@ def test_idempotent_start_conflict_and_listing(workers: Workers) -> None:
                 await client.status(rid("missing"))
 
     asyncio.run(main())
+
+
+def test_other_workflows_of_the_namespace_are_not_runs(server: TemporalDevServer, workers: Workers) -> None:
+    """A plain Temporal workflow (not perdure's) in the namespace: ``runs()`` lists only this backend's task
+    queue and leaves it out, ``status()`` says it is no run, a start with its id is a conflict. A perdure
+    run of another task queue (another app) is not listed, and still reads as a run."""
+    from temporalio.client import Client as TemporalClient
+    from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+    workers.start()
+    foreign, other_app = rid("foreign"), rid("other-app")
+
+    async def main() -> None:
+        temporal = await TemporalClient.connect(f"127.0.0.1:{server.port}")
+        queue = f"foreign-{uuid.uuid4().hex[:6]}"
+        async with Worker(temporal, task_queue=queue, workflows=[PlainNoop], workflow_runner=UnsandboxedWorkflowRunner()):
+            await temporal.execute_workflow("plain.Noop", id=foreign, task_queue=queue)
+        async with perdure.Client(server.url.replace("task_queue=perdure", "task_queue=other-app")) as other:
+            await other.start(app.pipeline, "y", run_id=other_app)  # no worker polls it: stays PENDING
+        async with perdure.Client(workers.url) as client:
+            run_id = await client.start(app.pipeline, "x")
+            assert await client.result(run_id, timeout=PATIENCE) == "x>a>b"
+            listed = [r.run_id for r in await client.runs(limit=1000)]
+            assert run_id in listed and foreign not in listed and other_app not in listed
+            with pytest.raises(RunNotFoundError, match="perdure did not start"):
+                await client.status(foreign)
+            with pytest.raises(RunNotFoundError):
+                await client.steps(foreign)
+            with pytest.raises(RunConflictError):
+                await client.start(app.pipeline, "x", run_id=foreign)
+            assert (await client.status(other_app)).status is RunStatus.PENDING
+
+    asyncio.run(main())
+
+
+def test_a_namespace_that_does_not_exist_is_a_configuration_error(server: TemporalDevServer, root: Path) -> None:
+    """Not "no run", not a raw RPCError, not a worker traceback: a ConfigurationError naming the namespace."""
+    url = server.url.replace("/default?", "/no-such-namespace?")
+
+    async def main() -> None:
+        async with perdure.Client(url) as client:
+            for call in (lambda: client.status("r1"), lambda: client.start(app.pipeline, "x", run_id="r1"),
+                         lambda: client.runs()):
+                with pytest.raises(ConfigurationError, match="namespace 'no-such-namespace' does not exist"):
+                    await call()
+
+    asyncio.run(main())
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    worker = subprocess.run([sys.executable, "-m", "perdure", "worker", url, "--app", "temporal_app"],
+                            capture_output=True, text=True, env=env, timeout=PATIENCE)
+    assert worker.returncode == 2, worker.stderr
+    assert "ConfigurationError" in worker.stderr and "no-such-namespace" in worker.stderr
+    assert "Traceback" not in worker.stderr + worker.stdout
 
 
 def test_dev_server_stops_and_frees_its_port(tmp_path: Path) -> None:

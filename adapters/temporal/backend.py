@@ -6,14 +6,19 @@ Client side, SEMANTICS.md onto Temporal's API:
   ``FAIL``: the server never runs an id twice; on "already started" we describe the existing execution and
   return it, or raise :class:`RunConflictError` when its type (perdure workflow name) differs;
 * describe / wait / list -- ``describe`` (+ the close event for output or error), the memo for the
-  pending approval, visibility for the list; ``wait`` long-polls the close event;
+  pending approvals, visibility for the list (this backend's task queue only: the namespace may hold
+  other workflows, which are never runs); ``wait`` long-polls the close event;
 * steps -- rebuilt from the history by :mod:`.history`;
 * decide -- the server decides exactly-once: a tiny gate workflow ``perdure.decision/<run>/<approval>``
   started with ``REJECT_DUPLICATE`` (refusal of a second decision is atomic and needs no worker), whose
   input keeps the decision; then the decision is signalled to the run (signals are kept while no worker
   runs), and the gate signals it again when a worker runs it, in case this client died in between;
 * cancel -- ``terminate``: perdure's cancel is immediate and must hold with no worker alive (a Temporal
-  cancellation request waits for a worker to act on it). The run reads CANCELLED.
+  cancellation request waits for a worker to act on it). The run reads CANCELLED; any *other*
+  termination (the server's, an operator's) reads FAILED, with the reason (``history.termination_error``).
+
+The namespace is checked once per connection: a missing one is a ``ConfigurationError`` (Temporal's
+NOT_FOUND would otherwise read as "no such run").
 
 A perdure run may span several Temporal runs of its workflow id (continue-as-new, see
 :mod:`.continuation`). Every call here addresses the workflow id without a Temporal run id, i.e. the
@@ -34,6 +39,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import (
     Client,
     WorkflowExecution,
@@ -55,9 +61,10 @@ from ...core.errors import (
     RunNotFoundError,
 )
 from ...core.types import Decision, PendingApproval, RunInfo, RunStatus, StepRecord
+from .continuation import perdure_input
 from .devserver import TemporalDevServer
 from .history import outcome, step_records
-from .payloads import DECISION_SIGNAL, GATE_WORKFLOW, MEMO_PENDING, MEMO_RUN, gate_id, raw
+from .payloads import CANCEL_REASON, DECISION_SIGNAL, GATE_WORKFLOW, MEMO_RUN, gate_id, pending_approvals, raw
 from .settings import TemporalSettings, parse_settings
 from .worker import TemporalWorker, worker_options
 
@@ -93,10 +100,11 @@ class TemporalBackend(Backend):
         deadline = time.monotonic() + _CONNECT_TIMEOUT
         while True:
             try:
-                self._client = await Client.connect(self.settings.address, namespace=self.settings.namespace)
-                self._loop = loop
-                return self._client
-            except RuntimeError as exc:  # the SDK reports connection failures as RuntimeError
+                client = await Client.connect(self.settings.address, namespace=self.settings.namespace)
+                await self._check_namespace(client)
+                self._client, self._loop = client, loop
+                return client
+            except (RuntimeError, _Unavailable) as exc:  # the SDK reports connection failures as RuntimeError
                 if time.monotonic() >= deadline:
                     raise ConfigurationError(
                         f"cannot reach Temporal at {self.settings.address} (namespace "
@@ -104,16 +112,45 @@ class TemporalBackend(Backend):
                     ) from None
                 await asyncio.sleep(0.1)
 
+    async def _check_namespace(self, client: Client) -> None:
+        """Once per connection: the namespace must exist. Temporal answers NOT_FOUND for a missing namespace
+        and a missing run alike, and a worker polling a missing namespace dies at start-up."""
+        ns = self.settings.namespace
+        try:
+            await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=ns))
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise self._no_namespace() from None
+            if exc.status == RPCStatusCode.UNAVAILABLE:  # a server still starting: retried like a connection
+                raise _Unavailable(exc.message) from None
+            # anything else (e.g. PERMISSION_DENIED for a key scoped to its namespace): it may well exist
+
+    def _no_namespace(self) -> ConfigurationError:
+        ns = self.settings.namespace
+        return ConfigurationError(
+            f"the Temporal namespace {ns!r} does not exist on {self.settings.address}: fix the URL's path "
+            f"({self.safe_url}) or create it (`temporal operator namespace create --namespace {ns}`)"
+        )
+
     async def _handle(self, run_id: str) -> tuple[WorkflowHandle[Any, Any], WorkflowExecutionDescription]:
         handle = (await self.client()).get_workflow_handle(run_id)
         try:
             desc = await handle.describe()
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
+                if _namespace_not_found(exc):  # deleted since this client connected
+                    raise self._no_namespace() from None
                 raise RunNotFoundError(f"no run {run_id!r} on {self.safe_url}") from None
             raise
         if desc.workflow_type == GATE_WORKFLOW:
             raise RunNotFoundError(f"{run_id!r} is a perdure decision record, not a run")
+        if desc.task_queue != self.settings.task_queue and not await _started_by_perdure(handle):
+            # Every workflow on this backend's task queue is run by perdure's worker; elsewhere in the
+            # namespace only one that perdure started (another perdure app's) is a perdure run.
+            raise RunNotFoundError(
+                f"no run {run_id!r} on {self.safe_url}: {run_id!r} is a Temporal workflow of type "
+                f"{desc.workflow_type!r} on task queue {desc.task_queue!r} that perdure did not start"
+            )
         return handle, desc
 
     # --- client side ------------------------------------------------------------------------------
@@ -130,7 +167,10 @@ class TemporalBackend(Backend):
                 task_timeout=timedelta(seconds=self.settings.profile.workflow_task_timeout),
             )
         except WorkflowAlreadyStartedError:
-            info = await self.describe(run_id)
+            try:
+                info = await self.describe(run_id)
+            except RunNotFoundError as exc:  # a workflow id taken by something that is not a perdure run
+                raise RunConflictError(f"run id {run_id!r} is taken: {exc}") from None
             if info.workflow != workflow:
                 raise RunConflictError(
                     f"run {run_id!r} already exists for workflow {info.workflow!r}, not {workflow!r}"
@@ -156,10 +196,10 @@ class TemporalBackend(Backend):
             ):
                 status, output, error = outcome(close)
                 return RunInfo(status=status, output=output, error=error, **base)
-        pending = memo.get(MEMO_PENDING)
-        if pending:
-            pending = {k: v for k, v in pending.items() if k != "position"}
-            return RunInfo(status=RunStatus.WAITING, pending_approval=PendingApproval(**pending), **base)
+        pending = pending_approvals(memo)
+        if pending:  # several at once (concurrent approvals): the last requested, as the memory engine shows
+            shown = {k: v for k, v in pending[-1].items() if k != "position"}
+            return RunInfo(status=RunStatus.WAITING, pending_approval=PendingApproval(**shown), **base)
         # Started + first workflow task scheduled, nothing else: no worker has picked the run up yet.
         status = RunStatus.PENDING if ex.history_length <= 2 and not continued else RunStatus.RUNNING
         return RunInfo(status=status, **base)
@@ -174,7 +214,9 @@ class TemporalBackend(Backend):
         if limit <= 0:
             return []
         client = await self.client()
-        runs = f"WorkflowType != '{GATE_WORKFLOW}'"
+        # This backend's runs: its task queue's workflows (the perdure worker runs every type there), less
+        # the decision records. Other workflows of the namespace are not listed.
+        runs = f"TaskQueue = '{self.settings.task_queue}' AND WorkflowType != '{GATE_WORKFLOW}'"
         # Visibility cannot ORDER BY here; it lists open runs newest-started first and closed runs by
         # close time. A run's order key is its perdure start (its first Temporal run's), which is no
         # later than its current Temporal run's start and earlier than its close: so each listing can stop
@@ -251,7 +293,7 @@ class TemporalBackend(Backend):
         if desc.status in _CLOSED:
             return
         try:
-            await handle.terminate(reason="perdure: cancelled")
+            await handle.terminate(reason=CANCEL_REASON)
         except RPCError as exc:
             if exc.status != RPCStatusCode.NOT_FOUND:  # NOT_FOUND: it finished meanwhile
                 raise
@@ -280,6 +322,24 @@ _CLOSE_EVENTS = {
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED,
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED,
 }
+
+
+class _Unavailable(Exception):
+    """The server did not answer yet (retried while connecting)."""
+
+
+def _namespace_not_found(exc: RPCError) -> bool:
+    """Whether a NOT_FOUND is about the namespace (not the run asked for)."""
+    return any(d.type_url.endswith(".NamespaceNotFoundFailure") for d in exc.grpc_status.details)
+
+
+async def _started_by_perdure(handle: WorkflowHandle[Any, Any]) -> bool:
+    """Whether the (latest Temporal run of the) workflow was started with perdure's input."""
+    async for event in handle.fetch_history_events(page_size=1):
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+            return perdure_input(event.workflow_execution_started_event_attributes.input.payloads)
+        break
+    return False
 
 
 async def _created(ex: WorkflowExecution) -> float:

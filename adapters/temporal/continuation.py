@@ -16,7 +16,9 @@ workflow id (= perdure run id). The new Temporal run's input carries:
 * :class:`RunState` (payload 1): the continue-as-new policy, the run's original start time, its
   generation, and decisions received for approvals not reached yet;
 * the carried journal (payload 2): a JSON array whose item ``p`` is the envelope perdure recorded at
-  position ``p``, for every position before the cut.
+  position ``p``, for every position before the cut -- or, for an operation that ended without an
+  outcome (cancelled by the workflow, or raising before it was issued), a marker saying so
+  (:func:`unsettled_entry`): such an operation does not hold up the cut, since nothing will record it.
 
 The new run runs the perdure workflow function from the top again. Positions in the carried journal
 return their recorded envelope at once -- no Temporal command, no activity event to replay -- and
@@ -53,11 +55,12 @@ import pydantic_core
 from temporalio.api.common.v1 import Payload
 from temporalio.common import RawValue
 
-from ...core.types import Envelope, StepRecord
+from ...core.types import Envelope, StepKind, StepRecord, StepStatus
 from .payloads import raw
 
 DEFAULT_MAX_CARRY_BYTES = 2_000_000  # Temporal's default blob size limit is 2 MiB (2,097,152 bytes)
 JOURNAL_PAYLOAD = 2  # index of the carried journal in a continued run's input
+UNSETTLED = "unsettled"  # key of a carried entry with no outcome (see unsettled_entry)
 
 
 @dataclass
@@ -109,6 +112,12 @@ class CarriedJournal:
         """The envelope JSON recorded at ``position`` (< ``len(self)``)."""
         return pydantic_core.to_json(self.entries[position]).decode()
 
+    def unsettled(self, position: int) -> str | None:
+        """How the operation at ``position`` ended without an outcome (``cancelled`` / ``raised``), or None
+        for an outcome (see :func:`unsettled_entry`)."""
+        entry = self.entries[position]
+        return entry.get(UNSETTLED) if isinstance(entry, dict) else None
+
     def approval_ids(self) -> set[str]:
         """Ids of the approvals it holds: their decisions need not be carried again."""
         return {f"{e['name']}-{p}" for p, e in enumerate(self.entries) if e.get("kind") == "approval"}
@@ -124,6 +133,15 @@ class CarriedJournal:
         return self.text[:-1] + b"," + added + b"]"
 
 
+def unsettled_entry(name: str, kind: str, how: str) -> str:
+    """The carried entry of a position whose operation ended *without* an outcome: its task was
+    ``cancelled`` by the workflow (e.g. the loser of a race), or it ``raised`` into the workflow before it
+    was issued (e.g. arguments that cannot be encoded). Such a position does not hold up continuing as new;
+    in the next Temporal run a cancelled one waits until the workflow cancels it again, a raised one runs
+    again (and raises again)."""
+    return pydantic_core.to_json({"name": name, "kind": kind, UNSETTLED: how}).decode()
+
+
 def continued_input(args: RawValue, state: RunState, journal: bytes) -> tuple[list[RawValue], int]:
     """The next Temporal run's input, and its size in bytes (what Temporal's blob limit counts, less the
     few bytes of payload metadata)."""
@@ -133,11 +151,41 @@ def continued_input(args: RawValue, state: RunState, journal: bytes) -> tuple[li
 
 
 def carried_records(input_payloads: Any) -> list[StepRecord]:
-    """``steps()`` records of the positions carried into a run, from its started event's input."""
+    """``steps()`` records of the positions carried into a run, from its started event's input. A cancelled
+    operation shows as it did in its own Temporal run, still in flight (attempts 0); one that raised before
+    it was issued shows nothing, as there."""
     if len(input_payloads) <= JOURNAL_PAYLOAD:
         return []
-    entries = pydantic_core.from_json(input_payloads[JOURNAL_PAYLOAD].data)
-    return [Envelope.from_json(pydantic_core.to_json(e)).record(p) for p, e in enumerate(entries)]
+    records = []
+    for p, e in enumerate(pydantic_core.from_json(input_payloads[JOURNAL_PAYLOAD].data)):
+        how = e.get(UNSETTLED)
+        if how is None:
+            records.append(Envelope.from_json(pydantic_core.to_json(e)).record(p))
+        elif how == "cancelled":
+            kind = StepKind(e["kind"])
+            status = StepStatus.RUNNING if kind in (StepKind.STEP, StepKind.TOOL) else StepStatus.WAITING
+            records.append(StepRecord(position=p, name=e["name"], kind=kind, status=status, attempts=0))
+    return records
+
+
+def perdure_input(input_payloads: Any) -> bool:
+    """Whether a Temporal run's input is one perdure starts runs with: the arguments as a JSON object,
+    then (from clients that know continue-as-new) a :class:`RunState`, then (in a continued run) the
+    carried journal -- all ``json/plain``. Tells perdure runs from other workflows of the namespace."""
+    if not 1 <= len(input_payloads) <= JOURNAL_PAYLOAD + 1:
+        return False
+    if any(p.metadata.get("encoding") != b"json/plain" for p in input_payloads):
+        return False
+    try:
+        if not isinstance(pydantic_core.from_json(input_payloads[0].data), dict):
+            return False
+        if len(input_payloads) > 1:
+            state = pydantic_core.from_json(input_payloads[1].data)
+            if not isinstance(state, dict) or "continue_as_new_after" not in state:
+                return False
+    except ValueError:
+        return False
+    return len(input_payloads) <= JOURNAL_PAYLOAD or input_payloads[JOURNAL_PAYLOAD].data.startswith(b"[")
 
 
 def first_start(state: RunState, this_run_started: float) -> float:

@@ -51,6 +51,14 @@ def free_port() -> int:
         return port
 
 
+def _env_port() -> int:
+    """The port ``PERDURE_TEMPORAL_PORT`` asks for; 0 when unset (or 0): a free one."""
+    text = os.environ.get(PORT_ENV) or "0"
+    if not text.isdigit() or int(text) > 65535:
+        raise ConfigurationError(f"{PORT_ENV}={text!r} is not a TCP port number")
+    return int(text)
+
+
 def _port_open(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.2)
@@ -60,7 +68,8 @@ def _port_open(port: int) -> bool:
 class TemporalDevServer(DevServer):
     """``temporal server start-dev --headless --ip 127.0.0.1`` with its state in ``workdir/temporal.db``.
 
-    ``port`` is the frontend gRPC port (``PERDURE_TEMPORAL_PORT``, else a free one, when None); ``profile``
+    ``port`` is the frontend gRPC port (``PERDURE_TEMPORAL_PORT``, else a free one, when None; a port in
+    use is refused, whichever way it was given); ``profile``
     is written into the returned URL so clients and workers started from it share the test-profile
     timeouts (see ``settings.py``); ``dynamic_config`` adds server settings to :data:`DEV_DYNAMIC_CONFIG`.
     """
@@ -98,10 +107,16 @@ class TemporalDevServer(DevServer):
         if self.process is not None and self.process.poll() is None:
             return self.url
         self.workdir.mkdir(parents=True, exist_ok=True)
-        if self.port is None:
-            self.port = int(os.environ.get(PORT_ENV) or 0) or free_port()
-        elif _port_open(self.port):
-            raise ConfigurationError(f"port {self.port} on 127.0.0.1 is already in use; pick another Temporal port")
+        port, origin = self.port, ""
+        if port is None and _env_port():
+            port, origin = _env_port(), f" ({PORT_ENV})"
+        port = port or free_port()
+        if _port_open(port):  # a server there already: this one would fail, and probes would find the other
+            raise ConfigurationError(
+                f"port {port}{origin} on 127.0.0.1 is already in use; pick another Temporal port, or use the "
+                "server that listens there"
+            )
+        self.port = port
         cmd = [
             temporal_binary(), "server", "start-dev", "--headless", "--ip", "127.0.0.1",
             "--port", str(self.port), "--http-port", str(free_port()), "--metrics-port", str(free_port()),
@@ -126,14 +141,16 @@ class TemporalDevServer(DevServer):
         assert self.process is not None and self.port is not None
         deadline = time.monotonic() + _READY_TIMEOUT
         while time.monotonic() < deadline:
+            # The frontend port opens once the namespace exists; a gRPC health check would import the SDK
+            # (and its Rust runtime) into a process that may never need it, so a TCP probe is enough here and
+            # the first client call retries on UNAVAILABLE anyway. The probe comes first and the server must
+            # still be alive after it: an open port with the server gone is someone else's.
+            opened = _port_open(self.port)
             if self.process.poll() is not None:
                 tail = self._log.read_text(errors="replace")[-2000:] if self._log else ""
                 self.process = None
                 raise ConfigurationError(f"the Temporal dev server exited at start-up:\n{tail}")
-            # The frontend port opens once the namespace exists; a gRPC health check would import the SDK
-            # (and its Rust runtime) into a process that may never need it, so a TCP probe is enough here and
-            # the first client call retries on UNAVAILABLE anyway.
-            if _port_open(self.port):
+            if opened:
                 return
             time.sleep(0.05)
         self.stop()

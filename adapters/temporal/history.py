@@ -4,8 +4,10 @@ No worker is needed: every recorded outcome is in the history as perdure's own e
 activity results and local-activity markers for steps and tools (position = activity id), memo upserts
 (``perdure.record``) for sleeps and approvals, and, in a run continued as new, the journal carried in
 its started event's input (every position before the Temporal run began, see :mod:`.continuation`). Operations still in flight show as the memory engine shows
-them: a scheduled activity is RUNNING, a started ``perdure.sleep@N`` timer or a pending approval memo is
-WAITING, all with ``attempts=0``; a closed run keeps only recorded outcomes. (A local activity leaves
+them: a scheduled activity is RUNNING, a started ``perdure.sleep@N`` timer or a pending approval memo
+(``perdure.pending/<approval id>``; ``perdure.pending`` in runs of earlier perdure versions) is WAITING,
+all with ``attempts=0`` (and so does an operation the workflow cancelled, as on the memory engine);
+a closed run keeps only recorded outcomes. (A local activity leaves
 nothing in the history until it completes, so ``steps=local`` shows no RUNNING step, like engines that
 journal only completions.)
 """
@@ -19,27 +21,40 @@ import pydantic_core
 from temporalio.api.common.v1 import Payload
 from temporalio.api.history.v1 import HistoryEvent
 
-from ...core.errors import NonDeterminismError
+from ...core.errors import NonDeterminismError, PayloadTooLargeError
 from ...core.types import Envelope, ErrorInfo, RunStatus, StepKind, StepRecord, StepStatus
 from .continuation import carried_records
 from .payloads import (
+    CANCEL_REASON,
     FAILED_REASON,
-    MEMO_PENDING,
+    MEMO_PENDING_LEGACY,
+    MEMO_PENDING_PREFIX,
     MEMO_RECORD,
     SLEEP_SUMMARY,
     STEP_ACTIVITY,
     decode_call,
-    text_of,
 )
 
 _LOCAL_ACTIVITY_MARKER = "core_local_activity"
 _TEMPORAL_NONDETERMINISM = "[TMPRL1100]"  # how Temporal's core SDK starts a nondeterminism failure
 _SERVER = "history-service"  # the identity of terminations the Temporal server makes itself
 HISTORY_LIMIT_ERROR = "HistoryLimitError"  # error type of a run Temporal ended for its history size/count
+TERMINATED_ERROR = "TerminatedError"  # error type of a run terminated in Temporal, not by perdure (Temporal's name)
 
 
 def _json(payload: Payload) -> Any:
     return pydantic_core.from_json(payload.data) if payload.data else None
+
+
+def _output(payload: Payload) -> Any:
+    """A run's output: perdure's JSON text. Anything else (a workflow perdure did not write, e.g. a null
+    or binary payload) is not parsed as perdure's: no output, rather than a crash."""
+    if payload.metadata.get("encoding") != b"json/plain" or not payload.data:
+        return None
+    try:
+        return pydantic_core.from_json(payload.data)
+    except ValueError:
+        return None
 
 
 def _in_flight(position: int, name: str, kind: StepKind) -> StepRecord:
@@ -66,7 +81,8 @@ def step_records(events: Iterable[HistoryEvent], *, closed: bool) -> list[StepRe
         if kind == "workflow_execution_started_event_attributes":
             for rec in carried_records(ev.workflow_execution_started_event_attributes.input.payloads):
                 records[rec.position] = rec
-                done.add(rec.position)
+                if rec.status not in (StepStatus.RUNNING, StepStatus.WAITING):  # (a cancelled operation)
+                    done.add(rec.position)
         elif kind == "activity_task_scheduled_event_attributes":
             a = ev.activity_task_scheduled_event_attributes
             if a.activity_type.name != STEP_ACTIVITY:  # Temporal code of the user's own, not a perdure step
@@ -88,10 +104,11 @@ def step_records(events: Iterable[HistoryEvent], *, closed: bool) -> list[StepRe
                     recorded(int(data["activity_id"]), result[0].data)
         elif kind == "workflow_properties_modified_event_attributes":
             fields = ev.workflow_properties_modified_event_attributes.upserted_memo.fields
-            if MEMO_PENDING in fields:
-                pending = _json(fields[MEMO_PENDING])
-                if isinstance(pending, dict):
-                    in_flight(int(pending["position"]), pending["name"], StepKind.APPROVAL)
+            for key in fields:
+                if key.startswith(MEMO_PENDING_PREFIX) or key == MEMO_PENDING_LEGACY:
+                    pending = _json(fields[key])
+                    if isinstance(pending, dict):  # (None: decided, its outcome is the MEMO_RECORD)
+                        in_flight(int(pending["position"]), pending["name"], StepKind.APPROVAL)
             if MEMO_RECORD in fields:
                 rec = _json(fields[MEMO_RECORD])
                 recorded(int(rec["position"]), pydantic_core.to_json(rec["envelope"]))
@@ -119,27 +136,47 @@ def failure_info(failure: Any) -> ErrorInfo:
     return ErrorInfo(type=type_name, message=failure.message)
 
 
+def termination_error(reason: str, identity: str) -> ErrorInfo:
+    """The error of a run terminated by anything but perdure (its cancel, its replay check): the server
+    (the run's history outgrew Temporal's limits, a workflow task was too large to send) or an operator's
+    ``terminate``. Such a run is FAILED, never CANCELLED: only perdure's own cancel is a cancel."""
+    by = "the Temporal server" if identity == _SERVER else (f"{identity!r}" if identity else "someone")
+    said = reason or "no reason given"
+    if identity == _SERVER and "exceeds limit" in reason:
+        # Temporal ended a run whose history outgrew its limits (a run whose journal is too large to
+        # continue as new gets here; see continuation.py)
+        return ErrorInfo(type=HISTORY_LIMIT_ERROR, message=f"Temporal: {reason} The run's journal was too large "
+                         "to continue as new (max_carry_bytes) and its history reached Temporal's limit.")
+    if identity == _SERVER and "TooLarge" in reason:
+        # e.g. GrpcMessageTooLarge: the commands of one workflow task (the arguments of steps started
+        # together, local steps' outputs, ...) exceeded the server's gRPC message limit (4 MiB by default)
+        return ErrorInfo(type=PayloadTooLargeError.__name__, message=(
+            f"Temporal terminated the run: {said}. What one workflow task sent the server (the arguments of "
+            "the steps it started together, its local steps' outputs, the run's output) exceeded the "
+            "server's gRPC message limit (4 MiB by default); perdure's own limit "
+            "(PERDURE_MAX_PAYLOAD_BYTES) is per value. Start fewer large steps at once, or pass references "
+            "to stored data instead of the data."
+        ))
+    return ErrorInfo(type=TERMINATED_ERROR, message=f"the run was terminated in Temporal by {by}: {said}")
+
+
 def outcome(close: HistoryEvent) -> tuple[RunStatus, Any, ErrorInfo | None]:
     """Status, output and error of a run from its close event."""
     kind = close.WhichOneof("attributes")
     if kind == "workflow_execution_completed_event_attributes":
         result = close.workflow_execution_completed_event_attributes.result.payloads
-        return RunStatus.SUCCEEDED, (pydantic_core.from_json(text_of(result[0])) if result else None), None
+        return RunStatus.SUCCEEDED, (_output(result[0]) if result else None), None
     if kind == "workflow_execution_failed_event_attributes":
         return RunStatus.FAILED, None, failure_info(close.workflow_execution_failed_event_attributes.failure)
     if kind == "workflow_execution_timed_out_event_attributes":
         return RunStatus.FAILED, None, ErrorInfo(type="TimeoutError", message="the Temporal workflow timed out")
     if kind == "workflow_execution_terminated_event_attributes":
         term = close.workflow_execution_terminated_event_attributes
+        if term.reason == CANCEL_REASON:  # perdure's own cancel: the only termination that reads CANCELLED
+            return RunStatus.CANCELLED, None, None
         if term.reason.startswith(FAILED_REASON):  # perdure failed the run itself (a replay found changed code)
             return RunStatus.FAILED, None, ErrorInfo.model_validate_json(term.reason[len(FAILED_REASON):])
-        if term.identity == _SERVER and "exceeds limit" in term.reason:
-            # Temporal ended a run whose history outgrew its limits: a failure, not a cancel (a run whose
-            # journal is too large to continue as new gets here; see continuation.py)
-            return RunStatus.FAILED, None, ErrorInfo(type=HISTORY_LIMIT_ERROR, message=f"Temporal: {term.reason} "
-                                                     "The run's journal was too large to continue as new "
-                                                     "(max_carry_bytes) and its history reached Temporal's limit.")
-        return RunStatus.CANCELLED, None, None
+        return RunStatus.FAILED, None, termination_error(term.reason, term.identity)
     if kind == "workflow_execution_canceled_event_attributes":
         return RunStatus.CANCELLED, None, None
     # continued-as-new: perdure never continues runs as new; report what Temporal did

@@ -8,6 +8,7 @@ history read back by :mod:`.history` yields the very envelope text the worker re
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pydantic_core
@@ -22,8 +23,13 @@ STEP_ACTIVITY = "perdure.step"
 DECISION_SIGNAL = "perdure.decide"
 WAKE_SIGNAL = "perdure.wake"  # makes a worker replay a run now (after a replay check found it broken)
 FAILED_REASON = "perdure.failed "  # termination reason of a run perdure failed itself: + ErrorInfo JSON
+CANCEL_REASON = "perdure: cancelled"  # termination reason of perdure's cancel (the only CANCELLED termination)
 GATE_WORKFLOW = "perdure.decision"
-MEMO_PENDING = "perdure.pending"  # the approval a WAITING run waits for (readable with no worker alive)
+# A pending approval, readable with no worker alive: memo key ``perdure.pending/<approval id>`` (one per
+# approval, so concurrent approvals each show until decided), removed once it is decided or timed out.
+MEMO_PENDING_PREFIX = "perdure.pending/"
+# Runs started before that kept their (single) pending approval under this one key; still read, and cleared.
+MEMO_PENDING_LEGACY = "perdure.pending"
 MEMO_RECORD = "perdure.record"  # outcome of a sleep or approval: {"position": n, "envelope": {...}}
 MEMO_RUN = "perdure.run"  # set on a continued Temporal run: {"created_at": first start, "generation": n}
 SLEEP_SUMMARY = "perdure.sleep@"  # timer summary prefix; the position follows
@@ -39,6 +45,20 @@ def text_of(payload: Payload | RawValue) -> str:
     """The JSON text inside a payload written by :func:`raw` (or by Temporal's JSON converter)."""
     p = payload.payload if isinstance(payload, RawValue) else payload
     return p.data.decode()
+
+
+def pending_key(approval_id: str) -> str:
+    """The memo key holding approval ``approval_id`` while it is pending."""
+    return MEMO_PENDING_PREFIX + approval_id
+
+
+def pending_approvals(memo: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The pending approvals in a run's memo (``PendingApproval`` fields + ``position``), by position."""
+    found = {k: v for k, v in memo.items() if k.startswith(MEMO_PENDING_PREFIX) and isinstance(v, dict)}
+    legacy = memo.get(MEMO_PENDING_LEGACY)
+    if isinstance(legacy, dict) and pending_key(legacy.get("approval_id", "")) not in found:
+        found[MEMO_PENDING_LEGACY] = legacy
+    return sorted(found.values(), key=lambda p: int(p["position"]))
 
 
 def gate_id(run_id: str, approval_id: str) -> str:

@@ -9,7 +9,8 @@ SEMANTICS.md onto Temporal:
   envelope JSON -- or a local activity when the URL says ``steps=local``; recorded ``perdure.now()`` is
   always a local activity (a clock read needs neither heartbeats nor another worker);
 * an approval is ``workflow.wait_condition`` on the ``perdure.decide`` signal, with Temporal's timer as
-  the timeout; while waiting, the pending approval is in the run's memo so ``describe()`` shows it with no
+  the timeout; while waiting, the pending approval is in the run's memo (key ``perdure.pending/<approval
+  id>``, one per approval, so concurrent approvals each stay decidable) so ``describe()`` shows it with no
   worker alive; a decision sent while no worker runs is a signal in the history, delivered on replay;
 * a durable sleep is a Temporal timer; sleep and approval outcomes are written to the memo key
   ``perdure.record`` so the history alone rebuilds ``steps()``;
@@ -35,22 +36,30 @@ from datetime import timedelta
 import pydantic_core
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 from ...core.errors import NonDeterminismError
 from ...core.runtime import Journal, decision_envelope, run_workflow, sleep_envelope, timeout_envelope
-from ...core.types import ApprovalRequest, Decision, ErrorInfo, StepCall
-from .continuation import JOURNAL_PAYLOAD, CarriedJournal, RunState, continued_input, first_start
+from ...core.types import ApprovalRequest, Decision, ErrorInfo, StepCall, StepKind
+from .continuation import (
+    JOURNAL_PAYLOAD,
+    CarriedJournal,
+    RunState,
+    continued_input,
+    first_start,
+    unsettled_entry,
+)
 from .payloads import (
     DECISION_SIGNAL,
     GATE_WORKFLOW,
-    MEMO_PENDING,
+    MEMO_PENDING_LEGACY,
     MEMO_RECORD,
     MEMO_RUN,
     SLEEP_SUMMARY,
     STEP_ACTIVITY,
     WAKE_SIGNAL,
     encode_call,
+    pending_key,
     raw,
     record_json,
     text_of,
@@ -62,6 +71,10 @@ ALWAYS_LOCAL = frozenset({"perdure.now"})
 # Runs whose history has this patch marker may continue as new; histories written before continue-as-new
 # existed have none and replay as they ran (Temporal's own versioning of a workflow change).
 CONTINUE_AS_NEW_PATCH = "perdure.continue-as-new"
+# Runs whose history has this marker (at their first unsettled operation) let cancelled or raising
+# operations through the cut; a history in which one ended unsettled *without* it -- written by an earlier
+# perdure -- replays as it ran: waiting at its cut for every earlier position (forever, for a cancelled one).
+UNSETTLED_PATCH = "perdure.unsettled-operations"
 # The policy of runs started without a RunState (by a client older than continue-as-new): only when
 # Temporal suggests it. A constant: runs must replay the same way on every worker.
 LEGACY_CONTINUE_AS_NEW_AFTER = 0
@@ -135,9 +148,11 @@ class TemporalJournal(Journal):
     earlier Temporal runs of the same perdure run return their envelope from the carried journal.
 
     Continuing as new: at the first *new* position once the policy says so (the *cut*), that operation
-    and any later one wait; when every position before the cut has its outcome, ``drained`` is true and
-    :class:`PerdureWorkflow` continues as new. If the carried input would not fit Temporal's payload
-    limit, the cut is lifted for good (``stay``) and the waiting operations go on in this Temporal run.
+    and any later one wait; when every position before the cut has its outcome -- or never will, being
+    *unsettled* (its task cancelled by the workflow, or an exception raised before it was issued) --
+    ``drained`` is true and :class:`PerdureWorkflow` continues as new. If the carried input would not fit
+    Temporal's payload limit, the cut is lifted for good (``stay``) and the waiting operations go on in
+    this Temporal run.
     """
 
     def __init__(self, instance: PerdureWorkflow, state: RunState, carried: CarriedJournal, *, can: bool) -> None:
@@ -148,6 +163,8 @@ class TemporalJournal(Journal):
         self.base = len(carried)  # the first position recorded in this Temporal run
         self.recorded: dict[int, str] = {}  # position -> envelope, this Temporal run's outcomes
         self.approvals: set[str] = set()  # ids of the approvals decided (or timed out) in this run
+        self.unsettled: dict[int, str] = {}  # position -> carried entry, operations that ended without outcome
+        self.settles: bool | None = None  # see _settles
         self.cut: int | None = None
         self.stay = not can  # True: this Temporal run holds the rest of the perdure run
 
@@ -159,8 +176,11 @@ class TemporalJournal(Journal):
         after = self.state.continue_as_new_after
         return (after > 0 and done >= after) or workflow.info().is_continue_as_new_suggested()
 
-    async def _admit(self, position: int) -> None:
-        """Called before a new operation is issued: hold it while the run is being continued as new."""
+    async def _admit(self, position: int, name: str, kind: StepKind) -> None:
+        """Called before an operation is issued: hold it while the run is being continued as new."""
+        if position < self.base:  # carried without an outcome
+            await self._carried_unsettled(position, name, kind)
+            return
         if self.cut is None and not self.stay and self._due(position):
             self.cut = position
         if self.cut is not None and position >= self.cut:
@@ -168,14 +188,16 @@ class TemporalJournal(Journal):
 
     @property
     def drained(self) -> bool:
-        """Every position before the cut has its outcome: the run can continue as new now."""
-        return self.cut is not None and len(self.recorded) == self.cut - self.base
+        """Every position before the cut has its outcome or is unsettled: the run can continue as new now."""
+        if self.cut is None:
+            return False
+        return all(p in self.recorded or p in self.unsettled for p in range(self.base, self.cut))
 
     def continuation(self, args: RawValue, decisions: dict[str, Decision]) -> tuple[list[RawValue], float] | None:
         """The next Temporal run's input and the perdure run's start time, or None if the input would not
         fit ``max_carry_bytes`` (then the cut is lifted and the run stays in this Temporal run for good)."""
         assert self.cut is not None
-        journal = self.carried.extended([self.recorded[p] for p in range(self.base, self.cut)])
+        journal = self.carried.extended([self.recorded.get(p) or self.unsettled[p] for p in range(self.base, self.cut)])
         consumed = self.approvals | self.carried.approval_ids()
         created = first_start(self.state, workflow.info().workflow_start_time.timestamp())
         state = replace(
@@ -196,11 +218,45 @@ class TemporalJournal(Journal):
         return None
 
     # --- the primitives -------------------------------------------------------------------------------
+    # Each returns the outcome carried from an earlier Temporal run, or issues the operation. One that ends
+    # without an outcome -- its task cancelled by the workflow, or an exception raised before it was
+    # issued -- is *unsettled*: it must not hold up the cut (nothing will ever record it).
     async def step(self, call: StepCall) -> str:
         position = call.position
-        if position < self.base:
+        if position < self.base and self.carried.unsettled(position) is None:
             return self.carried.envelope(position)
-        await self._admit(position)
+        try:
+            return await self._step(call)
+        except BaseException as exc:
+            self._unsettled(position, call.name, call.kind, exc)
+            if isinstance(exc, ActivityError) and is_cancelled_exception(exc):
+                # The workflow cancelled the task awaiting this step: the task ends cancelled, as on every
+                # engine (Temporal reports the cancelled activity as an ActivityError).
+                raise asyncio.CancelledError() from exc
+            raise
+
+    async def approval(self, request: ApprovalRequest) -> str:
+        position = request.position
+        if position < self.base and self.carried.unsettled(position) is None:
+            return self.carried.envelope(position)
+        try:
+            return await self._approval(request)
+        except BaseException as exc:
+            self._unsettled(position, request.name, StepKind.APPROVAL, exc)
+            raise
+
+    async def sleep(self, position: int, seconds: float) -> str:
+        if position < self.base and self.carried.unsettled(position) is None:
+            return self.carried.envelope(position)
+        try:
+            return await self._sleep(position, seconds)
+        except BaseException as exc:
+            self._unsettled(position, "perdure.sleep", StepKind.SLEEP, exc)
+            raise
+
+    async def _step(self, call: StepCall) -> str:
+        position = call.position
+        await self._admit(position, call.name, call.kind)
         opts = self.options
         if opts.local or call.name in ALWAYS_LOCAL:
             # No UI summary here: it would be encoded into every marker, and local steps are the cheap
@@ -227,14 +283,13 @@ class TemporalJournal(Journal):
         envelope = self.recorded[position] = text_of(result)
         return envelope
 
-    async def approval(self, request: ApprovalRequest) -> str:
-        if request.position < self.base:
-            return self.carried.envelope(request.position)
-        await self._admit(request.position)
+    async def _approval(self, request: ApprovalRequest) -> str:
+        await self._admit(request.position, request.name, StepKind.APPROVAL)
         deadline = None if request.timeout is None else workflow.now().timestamp() + request.timeout
         pending = request.pending(deadline).model_dump(mode="json")
         pending["position"] = request.position
-        workflow.upsert_memo({MEMO_PENDING: pending})
+        key = pending_key(request.approval_id)
+        workflow.upsert_memo({key: pending})
         decisions = self.instance.decisions
         try:
             await workflow.wait_condition(
@@ -245,21 +300,55 @@ class TemporalJournal(Journal):
             envelope = decision_envelope(request, decisions[request.approval_id])
         except TimeoutError:
             envelope = timeout_envelope(request)
-        workflow.upsert_memo({MEMO_PENDING: None, MEMO_RECORD: record_json(request.position, envelope)})
+        except asyncio.CancelledError:  # nobody can decide it any more: no longer shown as pending
+            if self._settles():
+                workflow.upsert_memo({key: None})
+            raise
+        # (MEMO_PENDING_LEGACY: a run started by an earlier perdure, whose pending approval is under that key)
+        workflow.upsert_memo({key: None, MEMO_PENDING_LEGACY: None, MEMO_RECORD: record_json(request.position, envelope)})
         self.approvals.add(request.approval_id)
         self.recorded[request.position] = envelope
         return envelope
 
-    async def sleep(self, position: int, seconds: float) -> str:
-        if position < self.base:
-            return self.carried.envelope(position)
-        await self._admit(position)
+    async def _sleep(self, position: int, seconds: float) -> str:
+        await self._admit(position, "perdure.sleep", StepKind.SLEEP)
         if seconds > 0:  # Temporal has no zero-length timer; a zero sleep only records its outcome
             await workflow.sleep(seconds, summary=f"{SLEEP_SUMMARY}{position}")
         envelope = sleep_envelope(seconds)
         workflow.upsert_memo({MEMO_RECORD: record_json(position, envelope)})
         self.recorded[position] = envelope
         return envelope
+
+    # --- unsettled operations -------------------------------------------------------------------------
+    def _settles(self) -> bool:
+        """Whether unsettled operations are let through the cut in this Temporal run: Temporal's versioning,
+        so that a history in which a run waited at its cut for one (earlier perdure) replays as it ran."""
+        if self.settles is None:
+            self.settles = workflow.patched(UNSETTLED_PATCH)
+        return self.settles
+
+    def _unsettled(self, position: int, name: str, kind: StepKind, exc: BaseException) -> None:
+        """The operation at ``position`` ended with ``exc`` and no outcome: note it, for the cut."""
+        if position < self.base or position in self.recorded:
+            return
+        if is_cancelled_exception(exc):  # (a cancelled activity is an ActivityError caused by a cancel)
+            how = "cancelled"
+        elif isinstance(exc, Exception):
+            how = "raised"
+        else:
+            return
+        if self._settles():
+            self.unsettled[position] = unsettled_entry(name, kind.value, how)
+
+    async def _carried_unsettled(self, position: int, name: str, kind: StepKind) -> None:
+        """A carried position without an outcome (see ``continuation.unsettled_entry``): a cancelled one
+        waits until the workflow cancels it again, as it did; a raised one returns, to run (and raise)
+        again. Names and kinds are checked here, as ``RunContext`` checks recorded outcomes."""
+        entry = self.carried.entries[position]
+        if (entry["name"], entry["kind"]) != (name, kind.value):
+            raise NonDeterminismError(position, f"{entry['kind']} {entry['name']!r}", f"{kind.value} {name!r}")
+        if self.carried.unsettled(position) == "cancelled":
+            await asyncio.get_running_loop().create_future()
 
 
 def _application_error(exc: BaseException) -> ApplicationError:
