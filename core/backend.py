@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import ClassVar
 from urllib.parse import SplitResult, urlsplit
 
-from .errors import InvalidBackendURLError, ResultTimeoutError
+from .codec import max_payload_bytes
+from .errors import ConfigurationError, InvalidBackendURLError, ResultTimeoutError
 from .types import Decision, RunInfo, StepRecord
 
 
@@ -65,6 +66,9 @@ class Backend(ABC):
 
     schemes: ClassVar[tuple[str, ...]] = ()
     capabilities: ClassVar[Capabilities] = Capabilities()
+    # The largest encoded value the engine carries in one message, if it has a limit: a higher
+    # PERDURE_MAX_PAYLOAD_BYTES is refused at start (check_payload_limit).
+    max_payload_ceiling: ClassVar[int | None] = None
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -81,6 +85,18 @@ class Backend(ABC):
         path makes it relative to that folder, so every command in the project finds the same state
         wherever it runs from (a URL given as an argument or in ``PERDURE_BACKEND`` stays as it is)."""
         return url
+
+    def check_payload_limit(self) -> None:
+        """Refuse a ``PERDURE_MAX_PAYLOAD_BYTES`` this engine cannot carry (:class:`ConfigurationError`):
+        a value under perdure's limit but over the engine's would fail inside the engine -- Restate
+        retries such a step for ever -- instead of as a :class:`PayloadTooLargeError` where it is made."""
+        limit = max_payload_bytes()
+        ceiling = self.max_payload_ceiling
+        if ceiling is not None and limit > ceiling:
+            raise ConfigurationError(
+                f"PERDURE_MAX_PAYLOAD_BYTES={limit} is over what {self.schemes[0]}:// can carry in one "
+                f"message ({ceiling} bytes); set it to {ceiling} or less"
+            )
 
     # --- client side ------------------------------------------------------------------------------
     @abstractmethod

@@ -32,6 +32,7 @@ class Client:
     def __init__(self, backend: str | Backend | None = None) -> None:
         max_payload_bytes()  # a bad PERDURE_MAX_PAYLOAD_BYTES fails here, not at the first large value
         self.backend = backend if isinstance(backend, Backend) else open_backend(backend)
+        self.backend.check_payload_limit()
 
     @property
     def url(self) -> str:

@@ -28,6 +28,7 @@ async def serve(
     max_payload_bytes()  # a bad PERDURE_MAX_PAYLOAD_BYTES fails at start, not at the first large value
     import_apps(apps)
     b = open_backend(backend)
+    b.check_payload_limit()
     try:
         await b.serve(ready=ready)
     finally:

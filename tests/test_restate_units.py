@@ -303,3 +303,20 @@ def test_progress_wakes_every_waiter_and_leaves_nothing_behind() -> None:
         assert p._waiters == {} and not p._driving
 
     asyncio.run(main())
+
+
+def test_a_payload_limit_restate_cannot_carry_is_refused_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Restate refuses messages over 32 MiB and retries the invocation for ever: a perdure limit above it
+    would let such a value through to that loop instead of failing it as PayloadTooLargeError."""
+    import perdure
+
+    url = "restate://127.0.0.1:1?admin=127.0.0.1:2"
+    monkeypatch.setenv("PERDURE_MAX_PAYLOAD_BYTES", str(40_000_000))
+    with pytest.raises(ConfigurationError, match="over what restate:// can carry"):
+        perdure.Client(url)
+    with pytest.raises(ConfigurationError, match="over what restate:// can carry"):
+        import asyncio
+
+        asyncio.run(perdure.serve(url))
+    monkeypatch.setenv("PERDURE_MAX_PAYLOAD_BYTES", str(8_000_000))
+    perdure.Client(url)  # no connection made: the limit is all that is checked

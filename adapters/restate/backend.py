@@ -87,6 +87,9 @@ class RestateBackend(Backend):
 
     schemes: ClassVar[tuple[str, ...]] = ("restate",)
     capabilities: ClassVar[Capabilities] = Capabilities()
+    # restate-server refuses a message over worker.invoker.message-size-limit (32 MiB; then the invocation
+    # is retried, the step running again each time); 2 MiB stay for the envelope and the protocol.
+    max_payload_ceiling: ClassVar[int | None] = 30 * 1024 * 1024
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
