@@ -29,7 +29,7 @@ Workflow code runs with Temporal's deterministic event loop but without its impo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -221,38 +221,28 @@ class TemporalJournal(Journal):
     # Each returns the outcome carried from an earlier Temporal run, or issues the operation. One that ends
     # without an outcome -- its task cancelled by the workflow, or an exception raised before it was
     # issued -- is *unsettled*: it must not hold up the cut (nothing will ever record it).
-    async def step(self, call: StepCall) -> str:
-        position = call.position
+    async def _operation(self, position: int, name: str, kind: StepKind, issue: Callable[[], Awaitable[str]]) -> str:
         if position < self.base and self.carried.unsettled(position) is None:
             return self.carried.envelope(position)
         try:
-            return await self._step(call)
+            return await issue()
         except BaseException as exc:
-            self._unsettled(position, call.name, call.kind, exc)
+            self._unsettled(position, name, kind, exc)
             if isinstance(exc, ActivityError) and is_cancelled_exception(exc):
                 # The workflow cancelled the task awaiting this step: the task ends cancelled, as on every
                 # engine (Temporal reports the cancelled activity as an ActivityError).
                 raise asyncio.CancelledError() from exc
             raise
 
+    async def step(self, call: StepCall) -> str:
+        return await self._operation(call.position, call.name, call.kind, lambda: self._step(call))
+
     async def approval(self, request: ApprovalRequest) -> str:
-        position = request.position
-        if position < self.base and self.carried.unsettled(position) is None:
-            return self.carried.envelope(position)
-        try:
-            return await self._approval(request)
-        except BaseException as exc:
-            self._unsettled(position, request.name, StepKind.APPROVAL, exc)
-            raise
+        return await self._operation(request.position, request.name, StepKind.APPROVAL,
+                                     lambda: self._approval(request))
 
     async def sleep(self, position: int, seconds: float) -> str:
-        if position < self.base and self.carried.unsettled(position) is None:
-            return self.carried.envelope(position)
-        try:
-            return await self._sleep(position, seconds)
-        except BaseException as exc:
-            self._unsettled(position, "perdure.sleep", StepKind.SLEEP, exc)
-            raise
+        return await self._operation(position, "perdure.sleep", StepKind.SLEEP, lambda: self._sleep(position, seconds))
 
     async def _step(self, call: StepCall) -> str:
         position = call.position
