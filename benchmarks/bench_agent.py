@@ -3,7 +3,8 @@
 ``perf.agent_turns`` runs one agent turn (model call -> tool call -> model call; scripted model, zero
 latency) ``k`` times per contender, interleaved and timed inside the run: the non-durable
 ``Runner.run``, perdure's ``DurableRunner`` and, where it installs, the engine's own agent runner
-(``PERDURE_BENCH_NATIVE=dbos|restate``).
+(``PERDURE_BENCH_NATIVE=dbos|restate``). ``tool="async"`` gives every contender a tool over an
+``async def``, ``tool="sync"`` one over a plain ``def`` (made durable each engine's documented way).
 
 Timings taken inside a workflow are wall-clock reads, not durable values: they are only valid for a run
 that is never replayed, which is how the benchmark runs them (Temporal with its workflow cache on).
@@ -22,12 +23,22 @@ from perdure.integrations.openai_agents import DurableRunner, ScriptedModel, Tur
 
 set_tracing_disabled(True)  # perdure's runner disables tracing too: the contenders do the same work
 NATIVE = os.environ.get("PERDURE_BENCH_NATIVE", "")
+# The non-durable Runner.run runs inside the workflow; the SDK hands a plain-def tool to asyncio.to_thread,
+# which Temporal's deterministic workflow loop refuses (perdure's tool runs in an activity): no plain
+# contender for that tool on Temporal.
+PLAIN_RUNS_SYNC_TOOLS = os.environ.get("PERDURE_BENCH_SCHEME") != "temporal"
 
 
-def reply(turn: Turn) -> Any:
-    """Call the tool once, then answer with its output (chosen from the input, so replays agree)."""
-    outputs = turn.outputs()
-    return f"answer: {outputs[0]}" if outputs else call("lookup", city="Paris")
+TOOLS = {"async": "lookup", "sync": "lookup_sync"}  # tool kind -> the tool's name
+
+
+def replies(tool: str) -> Any:
+    def reply(turn: Turn) -> Any:
+        """Call the tool once, then answer with its output (chosen from the input, so replays agree)."""
+        outputs = turn.outputs()
+        return f"answer: {outputs[0]}" if outputs else call(TOOLS[tool], city="Paris")
+
+    return reply
 
 
 async def lookup(city: str) -> str:
@@ -35,8 +46,14 @@ async def lookup(city: str) -> str:
     return f"sunny in {city}"
 
 
-MODEL = ScriptedModel(reply)
-agent = register(Agent(name="perf-agent", instructions="Answer.", model=MODEL, tools=[function_tool(lookup)]))
+def lookup_sync(city: str) -> str:
+    """Look up the weather in a city."""
+    return f"sunny in {city}"
+
+
+agents = {kind: register(Agent(name=f"perf-agent-{kind}", instructions="Answer.", model=ScriptedModel(replies(kind)),
+                               tools=[function_tool(fn)]))
+          for kind, fn in (("async", lookup), ("sync", lookup_sync))}
 
 
 def _native_dbos() -> Any:
@@ -50,9 +67,15 @@ def _native_dbos() -> Any:
         """Look up the weather in a city."""
         return f"sunny in {city}"
 
-    tool = function_tool(native_lookup, name_override="lookup")
-    native = Agent(name="perf-agent", instructions="Answer.", model=ScriptedModel(reply), tools=[tool])
-    return lambda text: DBOSRunner.run(native, text)
+    @DBOS.step(name="perf.native_lookup_sync")
+    def native_lookup_sync(city: str) -> str:
+        """Look up the weather in a city."""
+        return f"sunny in {city}"
+
+    native = {kind: Agent(name=f"perf-agent-{kind}", instructions="Answer.", model=ScriptedModel(replies(kind)),
+                          tools=[function_tool(fn, name_override=TOOLS[kind])])
+              for kind, fn in (("async", native_lookup), ("sync", native_lookup_sync))}
+    return lambda kind, text: DBOSRunner.run(native[kind], text)
 
 
 def _native_restate() -> Any:
@@ -70,7 +93,7 @@ def _native_restate() -> Any:
 
     class Scripted(ModelProvider):
         def get_model(self, model_name: str | None) -> Any:
-            return ScriptedModel(reply)
+            return ScriptedModel(replies(model_name or "async"))
 
     class ModelCalls(runner_wrapper.DurableModelCalls):
         def __init__(self, state: Any, llm_retry_opts: Any) -> None:
@@ -83,13 +106,21 @@ def _native_restate() -> Any:
     async def body(city: str) -> str:
         return f"sunny in {city}"
 
+    def body_sync(city: str) -> str:
+        return f"sunny in {city}"
+
     async def native_lookup(city: str) -> str:
         """Look up the weather in a city."""
         return await restate_context().run_typed("lookup", body, RunOptions(type_hint=str), city)
 
-    native = Agent(name="perf-agent", instructions="Answer.", model="perf/scripted",
-                   tools=[function_tool(native_lookup, name_override="lookup")])
-    return lambda text: RestateRunner.run(native, text)
+    async def native_lookup_sync(city: str) -> str:
+        """Look up the weather in a city (a Restate tool is async: its plain-def body runs in ctx.run)."""
+        return await restate_context().run_typed("lookup", body_sync, RunOptions(type_hint=str), city)
+
+    native = {kind: Agent(name=f"perf-agent-{kind}", instructions="Answer.", model=f"perf/{kind}",
+                          tools=[function_tool(fn, name_override=TOOLS[kind])])
+              for kind, fn in (("async", native_lookup), ("sync", native_lookup_sync))}
+    return lambda kind, text: RestateRunner.run(native[kind], text)
 
 
 _NATIVE_RUNNERS = {"dbos": _native_dbos, "restate": _native_restate}
@@ -97,14 +128,17 @@ native_run = _NATIVE_RUNNERS[NATIVE]() if NATIVE else None
 
 
 @perdure.workflow(name="perf.agent_turns")
-async def agent_turns(k: int) -> dict[str, list[float]]:
+async def agent_turns(k: int, tool: str = "async") -> dict[str, list[float]]:
     """``k`` rounds; each round times one agent turn per contender, in rotating order."""
+    agent = agents[tool]
     contenders: dict[str, Any] = {
         "plain": lambda text: Runner.run(agent, text),  # register() left the agent unchanged
         "perdure": lambda text: DurableRunner.run(agent, text),
     }
+    if tool == "sync" and not PLAIN_RUNS_SYNC_TOOLS:
+        del contenders["plain"]
     if native_run is not None:
-        contenders["native"] = native_run
+        contenders["native"] = lambda text: native_run(tool, text)
     names = list(contenders)
     times: dict[str, list[float]] = {name: [] for name in names}
     for i in range(k):

@@ -186,6 +186,7 @@ class ProcessDeployment(Deployment):
         env.update(self.server.worker_env())
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), env.get("PYTHONPATH", "")) if p)
         env["PERDURE_BENCH_NATIVE"] = self.native
+        env["PERDURE_BENCH_SCHEME"] = self.scheme
         env["OPENAI_AGENTS_DISABLE_TRACING"] = "1"
         env["PYTHONUNBUFFERED"] = "1"
         return env

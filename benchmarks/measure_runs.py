@@ -28,27 +28,36 @@ def med(xs: list[float]) -> float:
 
 
 async def agent_turn(dep: Deployment, turns: int, rounds: int) -> dict[str, Any]:
-    """Median seconds of one agent turn per contender over ``rounds`` runs of ``perf.agent_turns``.
+    """Median seconds of one agent turn per contender over ``rounds`` runs of ``perf.agent_turns``, for a
+    tool over an ``async def`` and one over a plain ``def`` (their runs alternate), under ``by_tool``.
 
     Ratios pool every turn: the i-th turn of each contender in a run ran back to back with the others'
     i-th (in rotating order), so they are paired -- the ratio of medians and its bootstrap interval
     resample those pairs (benchmarks/stats.py)."""
     await dep.spawn(apps=("bench_agent",))
     client = dep.client
-    await client.result(await client.start("perf.agent_turns", k=2), timeout=300)  # warm-up
-    pooled: dict[str, list[float]] = {}
-    per_round: dict[str, list[float]] = {}
+    kinds = ("async", "sync")
+    for tool in kinds:  # warm-up
+        await client.result(await client.start("perf.agent_turns", k=2, tool=tool), timeout=300)
+    pooled: dict[str, dict[str, list[float]]] = {tool: {} for tool in kinds}
+    per_round: dict[str, dict[str, list[float]]] = {tool: {} for tool in kinds}
     for _ in range(rounds):
-        times = await client.result(await client.start("perf.agent_turns", k=turns), timeout=900)
-        for name, xs in times.items():
-            pooled.setdefault(name, []).extend(xs)
-            per_round.setdefault(name, []).append(med(xs))
+        for tool in kinds:
+            times = await client.result(await client.start("perf.agent_turns", k=turns, tool=tool), timeout=900)
+            for name, xs in times.items():
+                pooled[tool].setdefault(name, []).extend(xs)
+                per_round[tool].setdefault(name, []).append(med(xs))
     await dep.kill_all()
-    others = [name for name in pooled if name != "perdure"]
-    return {"turn_s": {name: med(xs) for name, xs in pooled.items()},
-            "ratios": {f"perdure/{n}": ratio_of_medians(pooled["perdure"], pooled[n]) for n in others},
-            "ratio_ci": {f"perdure/{n}": paired_ratio_ci(pooled["perdure"], pooled[n]) for n in others},
-            "rounds": per_round, "turns": turns}
+    by_tool = {}
+    for tool, times in pooled.items():
+        others = [name for name in times if name != "perdure"]
+        by_tool[tool] = {
+            "turn_s": {name: med(xs) for name, xs in times.items()},
+            "ratios": {f"perdure/{n}": ratio_of_medians(times["perdure"], times[n]) for n in others},
+            "ratio_ci": {f"perdure/{n}": paired_ratio_ci(times["perdure"], times[n]) for n in others},
+            "rounds": per_round[tool],
+        }
+    return {"by_tool": by_tool, "turns": turns}
 
 
 # --- 3./4. recovery and resume ----------------------------------------------------------------------------

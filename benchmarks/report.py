@@ -16,6 +16,7 @@ GOALS = {
     "recovery": 1.0,  # seconds, SIGKILL -> next step, test profile
     "resume": 2.0,  # seconds at 10,000 steps
 }
+TOOL_KINDS = {"async": "async def", "sync": "def"}
 RUNNERS = {"dbos": "DBOSRunner (dbos-openai-agents)", "restate": "restate.ext.openai.DurableRunner"}
 
 
@@ -68,19 +69,22 @@ def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
                 rows + errors))
 
     rows = []
-    errors, good = _error_rows(_family(results, "agent"), 7)
-    for engine, r in good:
-        t = {k: v * 1e3 for k, v in r["turn_s"].items()}
-        native = t.get("native")
-        ratios = r.get("ratios") or {f"perdure/{k}": t["perdure"] / v for k, v in t.items() if k != "perdure"}
-        own = ratios.get("perdure/native")
-        rows.append([engine, _ms(t["plain"]), _ms(t["perdure"]), f"{ratios['perdure/plain']:.2f}",
-                     (f"{_ms(native)} ({RUNNERS[r['native']]})" if native else "not available"),
-                     f"{own:.3f}" if own else "—", _interval((r.get("ratio_ci") or {}).get("perdure/native")),
-                     _ok(own <= 1.0 if own else None)])
+    errors, good = _error_rows(_family(results, "agent"), 8)
+    for engine, result in good:
+        for tool, r in (result.get("by_tool") or {"async": result}).items():  # older runs: async tool only
+            t = {k: v * 1e3 for k, v in r["turn_s"].items()}
+            native = t.get("native")
+            ratios = r.get("ratios") or {f"perdure/{k}": t["perdure"] / v for k, v in t.items() if k != "perdure"}
+            own = ratios.get("perdure/native")
+            plain = ratios.get("perdure/plain")  # none for a plain-def tool on Temporal (bench_agent.py)
+            rows.append([engine, TOOL_KINDS[tool], _ms(t.get("plain")), _ms(t["perdure"]),
+                         f"{plain:.2f}" if plain else "—",
+                         (f"{_ms(native)} ({RUNNERS[result['native']]})" if native else "not available"),
+                         f"{own:.3f}" if own else "—", _interval((r.get("ratio_ci") or {}).get("perdure/native")),
+                         _ok(own <= 1.0 if own else None)])
     out.append(("2. Agent turn: model call → tool call → model call, scripted model (median ms per turn; "
                 "ratios of medians over every turn, contenders interleaved turn by turn)",
-                ["engine", "Runner.run (not durable)", "perdure DurableRunner", "perdure / plain",
+                ["engine", "tool", "Runner.run (not durable)", "perdure DurableRunner", "perdure / plain",
                  "engine's own runner", "perdure / own", "95 % interval", "never slower than own"], rows + errors))
 
     rows = []
@@ -224,7 +228,10 @@ METHOD = """\
   the ratio of the medians of every turn of every run, its interval a bootstrap over the turns, each
   contender's i-th turn kept with the others' i-th (they ran back to back). Zero-latency
   scripted model; the tool is made durable the way each integration documents it (perdure: automatic;
-  DBOS: the tool body is a `@DBOS.step`; Restate: the tool body runs in `ctx.run`). Temporal's own
+  DBOS: the tool body is a `@DBOS.step`; Restate: the tool body runs in `ctx.run`), once over an
+  `async def` and once over a plain `def` (runs of the two alternate; on Temporal the non-durable
+  `Runner.run` cannot run a plain-`def` tool inside the workflow -- the SDK hands it to
+  `asyncio.to_thread`, which Temporal's workflow loop refuses -- so that row has no plain figure). Temporal's own
   integration (`temporalio.contrib.openai_agents`) needs `temporalio-openai-agents`, which pins
   `openai-agents<0.23`, so it cannot be installed next to openai-agents 0.24: not measured.
 - **Recovery** — a run records 3 steps and enters a gate step; the worker process is SIGKILLed there
