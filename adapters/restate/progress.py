@@ -1,7 +1,7 @@
 """One waiter per Restate invocation: how concurrent perdure operations wait on Restate without hanging.
 
 Awaiting a Restate future runs the SDK's progress loop (``create_poll_or_cancel_coroutine``), which
-takes the invocation's next event -- a chunk from the server, or a "a run finished" note -- from one
+takes the invocation's next event -- a chunk from the server, or a "run finished" note -- from one
 queue. Two coroutines awaiting two futures at once (``asyncio.gather`` of two steps, parallel tool calls of
 an agent, a step raced with a timer) each run that loop on the same queue: an event that completes the
 first future can be taken by the loop of the second, which then waits on, while the first never wakes.
@@ -16,8 +16,12 @@ the run registers its futures, and one driver runs the SDK's loop on the first-c
 A new registration wakes the driver with the same "a run finished" note the SDK uses, so its loop looks
 again at the grown list (a run only executes when a loop waiting on it asks the VM to progress).
 
+The driver polls one event-loop turn after the first wait, as the SDK's own await does (it polls in a
+task): coroutines started together have then issued their commands, which a replay requires.
+
 ``create_poll_or_cancel_coroutine`` and ``receive`` are the SDK's internals (``restate.asyncio`` uses
-the first too); tests/restate_internals_check.py fails when an SDK release changes them.
+the first too); ``test_the_restate_sdk_internals_perdure_relies_on_still_hold`` (tests/test_restate_units.py)
+fails when an SDK release changes them.
 """
 
 from __future__ import annotations
