@@ -102,6 +102,7 @@ def test_continue_as_new_options_travel_with_the_runs_a_client_starts(monkeypatc
         "temporal://h:1/ns?profile=fast",
         "temporal://h:1/a/b",
         "temporal://h:1/ns?task_queue=",
+        "temporal://h:1/ns?task_queue=it's",
     ],
 )
 def test_bad_urls_are_refused(url: str) -> None:

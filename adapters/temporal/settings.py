@@ -145,6 +145,8 @@ def parse_settings(url: str, host: str | None, port: int | None, path: str, quer
         )
     if not task_queue:
         raise InvalidBackendURLError(f"{redact_url(url)!r}: task_queue= must not be empty")
+    if "'" in task_queue or "\\" in task_queue:  # it goes into visibility queries as a quoted literal
+        raise InvalidBackendURLError(f"{redact_url(url)!r}: task_queue= must not contain a quote or a backslash")
     return TemporalSettings(
         address=f"{host or '127.0.0.1'}:{port or DEFAULT_PORT}",
         namespace=namespace,
