@@ -63,8 +63,9 @@ async def boom(x: int) -> str:
 
 
 @tool
-async def typed(n: int) -> str:
-    """Needs an integer."""
+def typed(n: int) -> str:
+    """Needs an integer. A plain def: its durable body is a sync step (LangChain's invoke, no thread of
+    its own), so the sync path's invalid-argument record and success are checked here."""
     KEYS.append(("typed", perdure.idempotency_key()))
     return f"n={n}"
 
@@ -350,8 +351,19 @@ async def asks_a_human(question: str) -> str:
     return str(interrupt(question))
 
 
+@tool
+def asks_a_human_sync(question: str) -> str:
+    """The same, from a plain def."""
+    from langgraph.types import interrupt
+
+    return str(interrupt(question))
+
+
 ASKS = _loop_graph(durable_model(OneCall(tool_name="asks_a_human", args={"question": "ok?"}), name="test-asks-once"),
                    DurableToolNode([asks_a_human]))
+ASKS_SYNC = _loop_graph(
+    durable_model(OneCall(tool_name="asks_a_human_sync", args={"question": "ok?"}), name="test-asks-once-sync"),
+    DurableToolNode([asks_a_human_sync]))
 
 
 @perdure.workflow(name="test_lg_edges.asks")
@@ -360,8 +372,22 @@ async def asks() -> str:
     return str(state["messages"][-1].content)
 
 
-def test_interrupt_inside_a_durable_tool_fails_at_once_pointing_to_ask_approval() -> None:
-    out, records, _ = run(asks)
+@perdure.workflow(name="test_lg_edges.asks_sync")
+async def asks_sync() -> str:
+    state = await run_graph(ASKS_SYNC, {"messages": [HumanMessage(content="go")]})
+    return str(state["messages"][-1].content)
+
+
+@pytest.mark.parametrize(("flow", "tool_name"), [(asks, "asks_a_human"), (asks_sync, "asks_a_human_sync")])
+def test_interrupt_inside_a_durable_tool_fails_at_once_pointing_to_ask_approval(flow: Any, tool_name: str) -> None:
+    out, records, _ = run(flow)
     assert isinstance(out, perdure.RunFailedError) and "ask_approval" in str(out)
-    (tool_record,) = [r for r in records if r.name == "langgraph.tool.asks_a_human"]
+    (tool_record,) = [r for r in records if r.name == f"langgraph.tool.{tool_name}"]
     assert tool_record.status.value == "FAILED" and tool_record.attempts == 1  # not retried with backoff
+
+
+def test_a_tool_with_only_a_sync_implementation_is_a_sync_step() -> None:
+    from perdure.core.registry import get_step
+
+    assert get_step("langgraph.tool.typed").is_async is False  # plain def
+    assert get_step("langgraph.tool.boom").is_async is True  # async def

@@ -31,7 +31,7 @@ from perdure.integrations.langgraph import DurableToolNode, ask_approval, durabl
 
 from ..ledger import current_ledger
 from ..scenarios import refused, scenario, start, trace
-from ..workflows import pass_gate
+from ..workflows import pass_gate, pass_gate_sync
 
 if TYPE_CHECKING:
     from ..harness import Harness
@@ -87,9 +87,9 @@ model = durable_model(ScriptedModel(), name="conf-lg")
 
 
 @tool
-async def lookup_order(order: str) -> str:
-    """Look up an order."""
-    await pass_gate(f"lookup-{order}")
+def lookup_order(order: str) -> str:
+    """Look up an order. A plain def (refund is async): both kinds of tool body are killed and re-run."""
+    pass_gate_sync(f"lookup-{order}")
     return f"order {order}: 2 items, paid 30 EUR"
 
 

@@ -10,6 +10,9 @@ process and finds the tool by name in this module's registry.
 Parallel tool calls of one model response still run concurrently; their journal positions follow the
 order of ``tool_calls`` in the recorded message (calls.py), so replays are deterministic.
 
+A tool with only a sync implementation (a plain ``def``) is a sync perdure tool calling LangChain's
+``invoke`` (an engine that runs sync steps in a worker thread runs it there); any other calls ``ainvoke``.
+
 Errors: a tool that raises is retried by perdure's :class:`~perdure.RetryPolicy` (``retry=``); when
 retries run out, the ToolNode's ``handle_tool_errors`` sees :class:`~perdure.StepFailedError` (with the
 original type name and message). Invalid arguments are not retried: they are recorded as the same
@@ -28,7 +31,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from langchain_core.messages import ToolMessage
-from langchain_core.tools import BaseTool
+from langchain_core.tools import BaseTool, StructuredTool, Tool
 from langchain_core.tools import tool as create_tool
 from langgraph.errors import GraphInterrupt
 from langgraph.prebuilt import ToolNode
@@ -121,30 +124,57 @@ def _register(t: BaseTool, retry: RetryPolicy | None) -> Step[Any, Any]:
 
         async def call_tool(call: dict[str, Any], fingerprint: str) -> dict[str, Any]:
             """Run the registered tool once on the model's tool call; the result is recorded by perdure."""
-            found = get_tool(name)
             try:
-                response = await found.ainvoke({**call, "type": "tool_call"})
-            except ValidationError as exc:
-                error = ToolInvocationError(name, exc, call["args"], _filter_validation_errors(exc, None))
-                return {"fingerprint": fingerprint, "invalid": error.message}
-            except GraphInterrupt:
-                raise PermanentError(
-                    f"tool {name!r} called interrupt(): a durable tool is a recorded effect, not a place to "
-                    "wait for a human; ask in a node before the tool call, with "
-                    "perdure.integrations.langgraph.ask_approval"
-                ) from None
-            if isinstance(response, Command) or (isinstance(response, list) and response):
-                raise PermanentError(f"tool {name!r} returned {type(response).__name__}: durable tools must "
-                                     "return their output (a ToolMessage), not Command")
-            if not isinstance(response, ToolMessage):
-                response = ToolMessage(content=msg_content_output(response), name=name,  # type: ignore[arg-type]
-                                       tool_call_id=call["id"])
-            response.content = msg_content_output(response.content)  # type: ignore[assignment]
-            stable_id(response, idempotency_key())
-            return {"fingerprint": fingerprint, "message": to_data(response, where=f"output of tool {name!r}")}
+                response = await get_tool(name).ainvoke({**call, "type": "tool_call"})
+            except (ValidationError, GraphInterrupt) as exc:
+                return _refused(name, call, fingerprint, exc)
+            return _recorded(name, call, fingerprint, response)
 
-        _steps[name] = perdure_tool(call_tool, name=f"langgraph.tool.{name}", description=t.description, retry=retry)
+        def call_tool_sync(call: dict[str, Any], fingerprint: str) -> dict[str, Any]:
+            """``call_tool`` for a tool with only a sync implementation: LangChain's ``invoke`` in the thread
+            the engine runs sync steps in (``ainvoke`` would hand it to yet another thread; on DBOS a sync
+            step is one hand-off to DBOS's executor, an async one three)."""
+            try:
+                response = get_tool(name).invoke({**call, "type": "tool_call"})
+            except (ValidationError, GraphInterrupt) as exc:
+                return _refused(name, call, fingerprint, exc)
+            return _recorded(name, call, fingerprint, response)
+
+        body = call_tool_sync if _sync_only(t) else call_tool
+        _steps[name] = perdure_tool(body, name=f"langgraph.tool.{name}", description=t.description, retry=retry)
     return _steps[name]
+
+
+def _sync_only(t: BaseTool) -> bool:
+    """Whether the tool has only a sync implementation (LangChain's ``ainvoke`` runs it in a thread)."""
+    if isinstance(t, StructuredTool | Tool):
+        return t.coroutine is None
+    return type(t)._arun is BaseTool._arun
+
+
+def _refused(name: str, call: dict[str, Any], fingerprint: str, exc: Exception) -> dict[str, Any]:
+    """A call the tool refused: arguments the model got wrong are recorded as ToolNode words them (not
+    retried); ``interrupt()`` inside a durable tool fails the call for good."""
+    if isinstance(exc, ValidationError):
+        error = ToolInvocationError(name, exc, call["args"], _filter_validation_errors(exc, None))
+        return {"fingerprint": fingerprint, "invalid": error.message}
+    raise PermanentError(
+        f"tool {name!r} called interrupt(): a durable tool is a recorded effect, not a place to wait for a "
+        "human; ask in a node before the tool call, with perdure.integrations.langgraph.ask_approval"
+    ) from None
+
+
+def _recorded(name: str, call: dict[str, Any], fingerprint: str, response: Any) -> dict[str, Any]:
+    """What a tool call records: its ToolMessage, with an id that is the same on every replay."""
+    if isinstance(response, Command) or (isinstance(response, list) and response):
+        raise PermanentError(f"tool {name!r} returned {type(response).__name__}: durable tools must "
+                             "return their output (a ToolMessage), not Command")
+    if not isinstance(response, ToolMessage):
+        response = ToolMessage(content=msg_content_output(response), name=name,  # type: ignore[arg-type]
+                               tool_call_id=call["id"])
+    response.content = msg_content_output(response.content)  # type: ignore[assignment]
+    stable_id(response, idempotency_key())
+    return {"fingerprint": fingerprint, "message": to_data(response, where=f"output of tool {name!r}")}
 
 
 async def _durable_execute(request: ToolCallRequest, ticket: int | None = None) -> ToolMessage:
