@@ -320,3 +320,26 @@ def test_a_payload_limit_restate_cannot_carry_is_refused_at_start(monkeypatch: p
         asyncio.run(perdure.serve(url))
     monkeypatch.setenv("PERDURE_MAX_PAYLOAD_BYTES", str(8_000_000))
     perdure.Client(url)  # no connection made: the limit is all that is checked
+
+
+def test_a_worker_that_cannot_reach_the_admin_api_says_so(tmp_path: Path) -> None:
+    """No transport traceback: a ConfigurationError naming the admin address, and the CLI's exit code 2."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        deployment = s.getsockname()[1]
+    url = f"restate://127.0.0.1:{port}?admin=127.0.0.1:{port}&deployment=127.0.0.1:{deployment}"
+    script = ("import asyncio, perdure.adapters.restate.worker as w\n"
+              "w_is = w.is_registered\n"
+              "async def quick(http, settings, patience=10.0): return await w_is(http, settings, 0.5)\n"
+              "w.is_registered = quick\n"
+              f"from perdure.cli.main import main; raise SystemExit(main(['worker', {url!r}]))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"127.0.0.1:{port} does not answer" in done.stderr and "Traceback" not in done.stderr, done.stderr

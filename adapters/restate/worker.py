@@ -16,11 +16,13 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import restate
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 from restate.server import install_shutdown_hook
 
+from ...core.errors import ConfigurationError
 from .http import RestateHTTP, RestateHTTPError, sql_literal
 from .service import build_service
 from .settings import RestateSettings
@@ -55,9 +57,24 @@ async def register(http: RestateHTTP, settings: RestateSettings, patience: float
             await asyncio.sleep(0.2)
 
 
-async def is_registered(http: RestateHTTP, settings: RestateSettings) -> bool:
-    """Whether a deployment at this worker's address already serves the perdure service."""
-    for deployment in await http.deployments():
+async def is_registered(http: RestateHTTP, settings: RestateSettings, patience: float = 10.0) -> bool:
+    """Whether a deployment at this worker's address already serves the perdure service. The worker's first
+    call to the admin API: an admin API it cannot reach (a server still starting gets ``patience``) is a
+    :class:`ConfigurationError` naming it, not a transport traceback."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    while True:
+        try:
+            deployments = await http.deployments()
+            break
+        except (httpx.TransportError, OSError) as exc:
+            if loop.time() > deadline:
+                raise ConfigurationError(
+                    f"a restate:// worker needs Restate's admin API, and {settings.admin} does not answer "
+                    f"({type(exc).__name__}: {exc}); check the URL's admin= part"
+                ) from None
+            await asyncio.sleep(0.2)
+    for deployment in deployments:
         if deployment.get("uri", "").rstrip("/") == settings.deployment.rstrip("/"):
             return any(s.get("name") == settings.service for s in deployment.get("services", []))
     return False
