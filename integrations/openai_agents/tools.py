@@ -237,7 +237,7 @@ class SyncInvocation:
 
     The pieces live in the implementation's closure (the SDK has no public way to reach them): if an SDK
     release renames them, :meth:`of` returns ``None`` and the tool keeps the async body, correct and
-    slower; tests/test_openai_agents.py fails on that, so an upgrade notices.
+    slower; tests/test_openai_agents_sync_tools.py fails on that, so an upgrade notices.
     """
 
     prepare: Callable[[str, str], Any]  # (arguments, tool name) -> the SDK's PreparedFunctionArguments
