@@ -46,17 +46,17 @@ class RestateJournal(Journal):
     """The journal of one run, inside the Restate invocation of the perdure workflow keyed by its run id.
 
     ``recorded_at(position)`` reads, through the admin API, what the journal holds at a position (used
-    only to word a :class:`NonDeterminismError`); ``decided(approval_id)`` reads the decision an
-    approval's promise holds, if any (used when its timer fired first: see :meth:`approval`).
+    only to word a :class:`NonDeterminismError`); ``decision_sent(approval_id)`` reads whether Restate
+    accepted a decision for an approval (used when its timer fired first: see :meth:`approval`).
     """
 
     def __init__(
         self, ctx: WorkflowContext, recorded_at: Callable[[int], Awaitable[str]],
-        decided: Callable[[str], Awaitable[bytes | None]],
+        decision_sent: Callable[[str], Awaitable[bool]],
     ) -> None:
         self.ctx = ctx
         self._recorded_at = recorded_at
-        self._decided = decided
+        self._decision_sent = decision_sent
         self.diverged: NonDeterminismError | None = None
         self.progress = Progress(ctx)  # every wait on a Restate future goes through it (see progress.py)
 
@@ -151,15 +151,15 @@ class RestateJournal(Journal):
         else:
             timer = await self._timer(p, kind, name, "timeout", deadline - time.time())
             await self.progress.wait(promise, timer)
-            if promise.is_completed():  # type: ignore[attr-defined]  # (a ServerDurableFuture)
-                decision = await promise
+            if promise.is_completed() or await self._decision_sent(request.approval_id):  # type: ignore[attr-defined]
+                # Either the decision is in, or the timer fired first -- maybe while no worker ran -- and a
+                # decision was accepted since, before anyone recorded the timeout: every engine gives the
+                # run that decision (the client was told it was taken), so wait for the decide handler to
+                # resolve the promise. Not a journaled read, but it only chooses the "done" record below,
+                # which a replay returns as recorded, whatever the read says then.
+                decision = await self._settled(promise)
             else:
-                # The timer fired first -- maybe while no worker ran, and a decision was sent since, before
-                # anyone recorded the timeout. Every engine gives the run that decision (the client was
-                # told it was taken), so read the promise itself: the SDK may not have read its completion
-                # yet. Not a journaled read, but its result only feeds the "done" record below, which a
-                # replay returns as recorded, whatever the read says then.
-                decision = await self._decided(request.approval_id)
+                decision = None
         if decision is None:
             envelope = timeout_envelope(request)
         else:

@@ -95,16 +95,18 @@ async def execute_run(ctx: WorkflowContext, request: bytes, settings: RestateSet
         op = first_op_from(parse_journal(rows), position)
         return op.describe() if op is not None else "nothing"
 
-    async def decided(approval_id: str) -> bytes | None:
+    async def decision_sent(approval_id: str) -> bool:
+        # The client's decide call, once Restate accepted it: an invocation keyed by the approval id. Its
+        # handler resolves the promise when a worker runs it -- maybe not yet, when workers just came back.
         rows = await http.query(
-            "SELECT completion_success_value_utf8 AS value FROM sys_promise "
-            f"WHERE service_name = {sql_literal(settings.service)} AND service_key = {sql_literal(run_id)} "
-            f"AND key = {sql_literal(approval_id)} AND completed = true"
+            "SELECT id FROM sys_invocation "
+            f"WHERE target_service_name = {sql_literal(settings.service)} "
+            f"AND target_service_key = {sql_literal(run_id)} AND target_handler_name = 'decide' "
+            f"AND idempotency_key = {sql_literal(approval_id)}"
         )
-        value = rows[0]["value"] if rows else None
-        return None if value is None else str(value).encode()
+        return bool(rows)
 
-    journal = RestateJournal(ctx, recorded_at, decided)
+    journal = RestateJournal(ctx, recorded_at, decision_sent)
     output: str | None = None
     error: ErrorInfo | None = None
     try:
