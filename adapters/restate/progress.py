@@ -113,8 +113,12 @@ class Progress:
             if done in entry[1]:
                 entry[1].remove(done)
             if not entry[1]:
-                del self._waiters[f.handle]
-                self._leaves.remove(SingleUnresolvedFuture(f.handle))
+                self._drop(f.handle)
+
+    def _drop(self, handle: int) -> None:
+        """Stop watching a future nobody waits for."""
+        del self._waiters[handle]
+        self._leaves.remove(SingleUnresolvedFuture(handle))
 
     def _settle(self) -> None:
         """Wake the waiters of every completed future, and stop watching what nobody waits for any more
@@ -127,8 +131,7 @@ class Progress:
         for handle, (_, waiters) in list(self._waiters.items()):
             waiters[:] = [done for done in waiters if not done.done()]
             if not waiters:
-                del self._waiters[handle]
-                self._leaves.remove(SingleUnresolvedFuture(handle))
+                self._drop(handle)
 
     def _fail_all(self, exc: BaseException, raised_in: asyncio.Future[None] | None) -> None:
         """Every waiter but ``raised_in`` (the driver's own, which raises ``exc`` itself) gets ``exc``."""

@@ -108,8 +108,9 @@ class TemporalDevServer(DevServer):
             return self.url
         self.workdir.mkdir(parents=True, exist_ok=True)
         port, origin = self.port, ""
-        if port is None and _env_port():
-            port, origin = _env_port(), f" ({PORT_ENV})"
+        if port is None:
+            port = _env_port()
+            origin = f" ({PORT_ENV})" if port else ""
         port = port or free_port()
         if _port_open(port):  # a server there already: this one would fail, and probes would find the other
             raise ConfigurationError(
