@@ -43,6 +43,7 @@ from .core.errors import (
     SerializationError,
     SignatureMismatchError,
     StepFailedError,
+    StepTimeoutError,
     UnknownBackendError,
     WorkflowNotFoundError,
 )
@@ -69,7 +70,7 @@ __all__ = [
     "InvalidBackendURLError", "NonDeterminismError", "NotInStepError", "NotInWorkflowError",
     "PayloadTooLargeError", "PendingApproval", "PerdureError", "PermanentError", "RegistrationError",
     "ResultTimeoutError", "RetryPolicy", "RunCancelledError", "RunConflictError", "RunFailedError", "RunInfo",
-    "RunNotFoundError", "RunStatus", "SerializationError", "SignatureMismatchError", "Step", "StepFailedError", "StepInfo", "StepKind",
+    "RunNotFoundError", "RunStatus", "SerializationError", "SignatureMismatchError", "Step", "StepFailedError", "StepInfo", "StepKind", "StepTimeoutError",
     "StepRecord", "StepStatus", "UnknownBackendError", "Workflow", "WorkflowNotFoundError", "approval",
     "current_step", "idempotency_key", "now", "random", "run_id", "serve", "sleep", "step", "tool", "uuid4",
     "workflow",

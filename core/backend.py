@@ -9,6 +9,7 @@ The reference implementation is :class:`perdure.adapters.memory.MemoryBackend`: 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -170,6 +171,26 @@ def redact_url(url: str) -> str:
     if not (sep and at) or ":" not in userinfo:
         return url
     return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}{slash}{tail}"
+
+
+# Engines that bound every attempt of a step themselves (Temporal's start-to-close, Restate's abort timeout)
+# get a bound this much longer than perdure's ``step_timeout``, so perdure's fires first and the attempt
+# fails with a StepTimeoutError the step's retry policy handles (see core.runtime.execute_attempt).
+STEP_TIMEOUT_GRACE = 10.0
+
+
+def seconds_option(url: str, query: dict[str, list[str]], key: str) -> float | None:
+    """Pop the URL option ``key`` (a ``parse_qs`` dict) as a positive, finite number of seconds; None if absent."""
+    if key not in query:
+        return None
+    text = query.pop(key)[-1]
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise InvalidBackendURLError(f"{redact_url(url)!r}: {key}= must be a number of seconds > 0, got {text!r}")
+    return value
 
 
 def parse_url(url: str, schemes: tuple[str, ...]) -> SplitResult:

@@ -116,6 +116,12 @@ class PermanentError(PerdureError):
     """Raise from a step or tool to fail it at once: a PermanentError is never retried."""
 
 
+class StepTimeoutError(PerdureError):
+    """An attempt of a step ran past the backend's step timeout (``step_timeout=`` of ``temporal://`` and
+    ``restate://``, whose engines bound every attempt). The attempt fails with it and the step's
+    ``RetryPolicy`` decides what follows, as for any failure; list it in ``non_retryable`` to stop at one."""
+
+
 class StepFailedError(PerdureError):
     """Raised in the workflow when a step failed for good (retries exhausted or a permanent error).
 

@@ -141,3 +141,19 @@ async def race() -> str:
         p.cancel()
     won = await step if step in done else "timeout"
     return f"{won}|{await slow_sync('after', 0)}"
+
+
+@perdure.step(name="rt.slow", retry=RetryPolicy(max_attempts=2, initial_interval=0.05))
+async def slow(seconds: float) -> float:
+    await _visit("slow")
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+@perdure.workflow(name="rt.slow")
+async def slow_step(seconds: float) -> dict[str, Any]:
+    """One step that sleeps ``seconds``; a step that fails for good is reported, not raised."""
+    try:
+        return {"ok": await slow(seconds)}
+    except StepFailedError as exc:
+        return {"error_type": exc.error_type, "attempts": exc.attempts, "message": exc.error_message}

@@ -221,3 +221,30 @@ async def race_approval() -> str:
     slow.cancel()
     await perdure.approval("next", 1)  # position 2
     return await b(await work)
+
+
+SLOW_RETRY = perdure.RetryPolicy(max_attempts=2, initial_interval=0.05, backoff=1.0)
+
+
+@perdure.step(name="tt.slow", retry=SLOW_RETRY)
+async def slow(seconds: float) -> float:
+    await gate("slow")
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+@perdure.step(name="tt.slow_sync", retry=SLOW_RETRY)
+def slow_sync(seconds: float) -> float:
+    """A sync body: its thread cannot be cancelled, only abandoned."""
+    asyncio.run(gate("slow_sync"))
+    time.sleep(seconds)
+    return seconds
+
+
+@perdure.workflow(name="tt.slow")
+async def slow_steps(seconds: float, sync: bool = False) -> dict[str, Any]:
+    """One step that sleeps ``seconds``; a step that fails for good is reported, not raised."""
+    try:
+        return {"ok": await (slow_sync if sync else slow)(seconds)}
+    except perdure.StepFailedError as exc:
+        return {"error_type": exc.error_type, "attempts": exc.attempts, "message": exc.error_message}

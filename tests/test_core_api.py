@@ -609,3 +609,53 @@ def test_the_workflow_never_gets_the_body_s_own_object() -> None:
 
     assert on_memory(body) == {"items": [1, 2, 3]}
     assert SHARED == {"items": [1, 2]}
+
+
+# --- step timeout (the bound Temporal and Restate put on each attempt) --------------------------------
+@perdure.step(name="core.sleepy", retry=perdure.RetryPolicy(max_attempts=2))
+async def _sleepy(seconds: float) -> float:
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+@perdure.step(name="core.sleepy_sync", retry=perdure.RetryPolicy(max_attempts=2))
+def _sleepy_sync(seconds: float) -> float:
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+@perdure.step(name="core.own_timeout", retry=perdure.RetryPolicy(max_attempts=2, non_retryable=["StepTimeoutError"]))
+async def _own_timeout() -> None:
+    raise TimeoutError("the upstream API timed out")
+
+
+def _call(step: Any, *args: Any) -> Any:
+    from perdure.core.types import StepCall, StepKind
+
+    return StepCall("run", 0, step.name, StepKind.STEP, step.codec.encode_args(args, {}), "run:0")
+
+
+@pytest.mark.parametrize("step", [_sleepy, _sleepy_sync], ids=["async", "sync"])
+def test_an_attempt_past_the_step_timeout_fails_with_step_timeout_error_under_the_retry_policy(step: Any) -> None:
+    from perdure.core.runtime import execute_attempt
+
+    async def main() -> Any:
+        return (await execute_attempt(_call(step, 0.01), 1, timeout=5.0),
+                await execute_attempt(_call(step, 0.5), 1, timeout=0.05),
+                await execute_attempt(_call(step, 0.5), 2, timeout=0.05))
+
+    ok, first, last = asyncio.run(main())
+    assert ok.error is None and '"output":0.01' in ok.envelope
+    assert first.error is not None and first.error.type == "StepTimeoutError" and first.retry
+    assert f"step {step.name!r}: the attempt ran past the step timeout of 0.05 s" in first.error.message
+    assert last.error is not None and not last.retry  # the policy's 2 attempts are spent
+
+
+def test_a_timeout_error_raised_by_the_body_itself_is_its_own_not_the_step_timeout() -> None:
+    from perdure.core.runtime import execute_attempt
+
+    outcome = asyncio.run(execute_attempt(_call(_own_timeout), 1, timeout=5.0))
+    assert outcome.error is not None and outcome.error.type == "TimeoutError"
+    assert outcome.error.message == "the upstream API timed out" and outcome.retry  # non_retryable names the other

@@ -58,8 +58,9 @@ class Engine:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs = 0
 
-    def start_worker(self, variant: str = "base") -> float:
-        """Start a worker process; returns when it printed that it is ready (a monotonic timestamp)."""
+    def start_worker(self, variant: str = "base", url: str | None = None) -> float:
+        """Start a worker process (on ``url``, default the dev server's); returns when it printed that it is
+        ready (a monotonic timestamp)."""
         self.logs += 1
         log_path = self.root / f"worker-{self.logs}.log"
         env = dict(os.environ, **self.server.worker_env())
@@ -69,7 +70,7 @@ class Engine:
         )
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "perdure", "worker", self.url, "--app", "restate_workflows"],
+                [sys.executable, "-m", "perdure", "worker", url or self.url, "--app", "restate_workflows"],
                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
             )
         self.procs.append(proc)
@@ -230,6 +231,37 @@ def test_retries_record_every_attempt(worker: Engine) -> None:
                 StepStatus.FAILED, 3, "ConnectionError")
 
     asyncio.run(main())
+
+
+def test_a_step_slower_than_the_step_timeout_fails_with_step_timeout_error_under_its_retry_policy(
+    engine: Engine,
+) -> None:
+    """A worker with ``step_timeout=1`` cancels each attempt of a 5 s step after 1 s: StepTimeoutError,
+    and the step's policy (2 attempts) ends it. The worker declares Restate's abort timeout 10 s past the
+    step timeout, so Restate never cuts a running step off first: before, it did after its inactivity and
+    abort timeouts (1 min + 10 min by default), and a step always slower than that ran again forever."""
+    engine.start_worker(url=engine.url + "&step_timeout=1")
+
+    async def main() -> None:
+        backend = RestateBackend(engine.url)
+        async with Client(backend) as client:
+            slow_id, fast_id = new_id("slow"), new_id("fast")
+            await client.start("rt.slow", run_id=slow_id, seconds=5.0)
+            await client.start("rt.slow", run_id=fast_id, seconds=0.05)
+            slow = await client.result(slow_id, timeout=PATIENCE)
+            assert await client.result(fast_id, timeout=PATIENCE) == {"ok": 0.05}
+            assert slow["error_type"] == "StepTimeoutError" and slow["attempts"] == 2, slow
+            assert "ran past the step timeout of 1 s" in slow["message"]
+            [record] = await client.steps(slow_id)
+            assert (record.name, record.status, record.attempts) == ("rt.slow", StepStatus.FAILED, 2)
+            assert engine.calls(slow_id) == ["slow", "slow"]
+            service = (await backend.http.client.get(f"{backend.settings.admin}/services/perdure")).json()
+            assert service["abort_timeout"] == "11s"
+
+    try:
+        asyncio.run(main())
+    finally:
+        engine.kill_workers()
 
 
 # --- crashes -------------------------------------------------------------------------------------

@@ -28,23 +28,25 @@ from perdure.core.types import Envelope, ErrorInfo, RunStatus, StepKind, StepRec
 # --- the URL ---------------------------------------------------------------------------------------
 def test_url_defaults() -> None:
     s = RestateSettings.from_url("restate://10.0.0.5")
-    assert (s.ingress, s.admin, s.deployment, s.service) == (
-        "http://10.0.0.5:8080", "http://10.0.0.5:9070", "http://127.0.0.1:9080", "perdure")
+    assert (s.ingress, s.admin, s.deployment, s.service, s.step_timeout) == (
+        "http://10.0.0.5:8080", "http://10.0.0.5:9070", "http://127.0.0.1:9080", "perdure", 3600.0)
 
 
 def test_url_with_every_part() -> None:
     s = RestateSettings.from_url(
         "restate://127.0.0.1:18080?admin=http://127.0.0.1:19070&deployment=127.0.0.1:19081&service=agents"
+        "&step_timeout=7200"
     )
-    assert (s.ingress, s.admin, s.deployment, s.service) == (
-        "http://127.0.0.1:18080", "http://127.0.0.1:19070", "http://127.0.0.1:19081", "agents")
+    assert (s.ingress, s.admin, s.deployment, s.service, s.step_timeout) == (
+        "http://127.0.0.1:18080", "http://127.0.0.1:19070", "http://127.0.0.1:19081", "agents", 7200.0)
     assert s.deployment_address == ("127.0.0.1", 19081)
 
 
 @pytest.mark.parametrize(
     "url",
     ["restate://", "restate://host:8080/path", "restate://host?color=blue", "restate://host?service=no-dash",
-     "restate://host?admin=ftp://x:1", "restate://host:notaport"],
+     "restate://host?admin=ftp://x:1", "restate://host:notaport", "restate://host?step_timeout=0",
+     "restate://host?step_timeout=nan", "restate://host?step_timeout="],
 )
 def test_bad_urls_are_refused(url: str) -> None:
     with pytest.raises(InvalidBackendURLError):

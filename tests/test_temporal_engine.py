@@ -604,6 +604,34 @@ def test_approval_timeout(workers: Workers) -> None:
     assert steps[0].error is not None and steps[0].error.type == "ApprovalTimeoutError"
 
 
+@pytest.mark.parametrize(("sync", "steps"), [(False, "activity"), (True, "activity"), (False, "local")],
+                         ids=["async-body", "sync-body", "local-activity"])
+def test_a_step_slower_than_the_step_timeout_fails_with_step_timeout_error_under_its_retry_policy(
+    workers: Workers, root: Path, sync: bool, steps: str
+) -> None:
+    """The worker's ``step_timeout=1``: each attempt of a 5 s step is cancelled after 1 s and fails with
+    StepTimeoutError; the step's policy (2 attempts) ends it, and the workflow catches StepFailedError.
+    Before, Temporal's start-to-close cut the attempt off, the next attempt took that for a crash and
+    started again from attempt 1: a step always slower than the timeout ran forever."""
+    workers.start(url=workers.url + f"&step_timeout=1&steps={steps}")
+    slow_id, fast_id = rid("slow"), rid("fast")
+
+    async def main() -> tuple[Any, Any, list[perdure.StepRecord]]:
+        async with perdure.Client(workers.url) as client:
+            await client.start(app.slow_steps, 5.0, sync, run_id=slow_id)
+            await client.start(app.slow_steps, 0.05, sync, run_id=fast_id)
+            slow = await client.result(slow_id, timeout=PATIENCE)
+            return slow, await client.result(fast_id, timeout=PATIENCE), await client.steps(slow_id)
+
+    slow, fast, steps = asyncio.run(main())
+    assert fast == {"ok": 0.05}
+    assert slow["error_type"] == "StepTimeoutError" and slow["attempts"] == 2, slow
+    assert "ran past the step timeout of 1 s" in slow["message"]
+    name = "tt.slow_sync" if sync else "tt.slow"
+    assert [(r.name, r.status, r.attempts) for r in steps] == [(name, StepStatus.FAILED, 2)]
+    assert len(app.arrivals(root, f"{slow_id}:{name.removeprefix('tt.')}")) == 2
+
+
 # --- nondeterminism, failures, cancel, start ---------------------------------------------------------
 def test_sleep_replaced_by_a_step_fails_with_nondeterminism(workers: Workers, root: Path) -> None:
     """Temporal's own history check (a timer where the code now schedules an activity) -> perdure's type."""

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -59,6 +60,8 @@ from perdure.adapters.temporal.payloads import (  # noqa: E402
     text_of,
 )
 from perdure.adapters.temporal.settings import PROFILE_ENV  # noqa: E402
+from perdure.adapters.temporal.workflow import StepOptions  # noqa: E402
+from perdure.core.backend import STEP_TIMEOUT_GRACE  # noqa: E402
 from perdure.core.config import backend_class  # noqa: E402
 from perdure.core.errors import ConfigurationError, InvalidBackendURLError  # noqa: E402
 from perdure.core.types import ErrorInfo, RunStatus, StepCall, StepKind, StepStatus  # noqa: E402
@@ -83,6 +86,15 @@ def test_profile_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert TemporalBackend("temporal://127.0.0.1:7233?profile=production").settings.profile.name == "production"
 
 
+def test_step_timeout_bounds_each_attempt_and_temporal_s_own_timeout_comes_later(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(PROFILE_ENV, raising=False)
+    s = TemporalBackend("temporal://").settings
+    assert s.attempt_timeout == PROFILES["production"].step_timeout == 3600.0
+    s = TemporalBackend("temporal://h:1/ns?profile=test&step_timeout=7200.5").settings
+    assert s.attempt_timeout == 7200.5
+    assert StepOptions.of(s).start_to_close == timedelta(seconds=7200.5 + STEP_TIMEOUT_GRACE)
+
+
 def test_continue_as_new_options_travel_with_the_runs_a_client_starts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(PROFILE_ENV, raising=False)
     assert TemporalBackend("temporal://").settings.run_state() == RunState(
@@ -103,6 +115,10 @@ def test_continue_as_new_options_travel_with_the_runs_a_client_starts(monkeypatc
         "temporal://h:1/a/b",
         "temporal://h:1/ns?task_queue=",
         "temporal://h:1/ns?task_queue=it's",
+        "temporal://h:1/ns?step_timeout=0",
+        "temporal://h:1/ns?step_timeout=-5",
+        "temporal://h:1/ns?step_timeout=inf",
+        "temporal://h:1/ns?step_timeout=1h",
     ],
 )
 def test_bad_urls_are_refused(url: str) -> None:

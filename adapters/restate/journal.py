@@ -52,9 +52,10 @@ class RestateJournal(Journal):
 
     def __init__(
         self, ctx: WorkflowContext, recorded_at: Callable[[int], Awaitable[str]],
-        decision_sent: Callable[[str], Awaitable[bool]],
+        decision_sent: Callable[[str], Awaitable[bool]], step_timeout: float | None = None,
     ) -> None:
         self.ctx = ctx
+        self.step_timeout = step_timeout  # bounds each attempt (settings.py: ``step_timeout``)
         self._recorded_at = recorded_at
         self._decision_sent = decision_sent
         self.diverged: NonDeterminismError | None = None
@@ -111,7 +112,7 @@ class RestateJournal(Journal):
         while True:
             raw = await self._run(
                 call.position, call.kind, call.name, None if attempt == 1 else f"a{attempt}",
-                _attempt_action(call, attempt),
+                _attempt_action(call, attempt, self.step_timeout),
             )
             if not raw.startswith(_RETRY_PREFIX):
                 return raw.decode()
@@ -180,9 +181,9 @@ def restate_context() -> WorkflowContext:
     return journal.ctx
 
 
-def _attempt_action(call: StepCall, attempt: int) -> Callable[[], Coroutine[Any, Any, bytes]]:
+def _attempt_action(call: StepCall, attempt: int, timeout: float | None) -> Callable[[], Coroutine[Any, Any, bytes]]:
     async def action() -> bytes:
-        outcome = await execute_attempt(call, attempt)
+        outcome = await execute_attempt(call, attempt, timeout)
         text = outcome.envelope.encode()
         return _RETRY_PREFIX + text + b"}" if outcome.retry else text
 

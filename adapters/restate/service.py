@@ -27,6 +27,7 @@ from restate.exceptions import SdkInternalBaseException
 from restate.serde import BytesSerde
 from restate.server_context import DisconnectedException
 
+from ...core.backend import STEP_TIMEOUT_GRACE
 from ...core.runtime import run_workflow
 from ...core.types import ErrorInfo
 from .entries import first_op_from, parse_journal
@@ -67,7 +68,11 @@ def invocation_retry_policy() -> InvocationRetryPolicy | None:
 
 def build_service(settings: RestateSettings, http: RestateHTTP) -> restate.Workflow:
     """The Restate workflow ``settings.service`` with its ``run`` and ``decide`` handlers."""
-    service = restate.Workflow(settings.service, invocation_retry_policy=invocation_retry_policy())
+    service = restate.Workflow(
+        settings.service, invocation_retry_policy=invocation_retry_policy(),
+        # A running step sends Restate nothing: let it run its step timeout (perdure's, which ends it first).
+        abort_timeout=timedelta(seconds=settings.step_timeout + STEP_TIMEOUT_GRACE),
+    )
 
     @service.main(input_serde=_BYTES, output_serde=_BYTES)
     async def run(ctx: WorkflowContext, request: bytes) -> bytes:
@@ -106,7 +111,7 @@ async def execute_run(ctx: WorkflowContext, request: bytes, settings: RestateSet
         )
         return bool(rows)
 
-    journal = RestateJournal(ctx, recorded_at, decision_sent)
+    journal = RestateJournal(ctx, recorded_at, decision_sent, settings.step_timeout)
     output: str | None = None
     error: ErrorInfo | None = None
     try:

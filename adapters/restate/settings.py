@@ -8,6 +8,12 @@
   ``127.0.0.1:9080``). Restate pins every invocation to the deployment it started on, so a restarted worker
   must come back on the *same* address; several workers may share it (``SO_REUSEPORT``).
 * ``service`` -- the Restate workflow name perdure registers (default ``perdure``).
+* ``step_timeout`` -- the longest one attempt of a step may run, in seconds (default 3600; read by
+  workers). A step body sends Restate nothing while it runs, and Restate aborts an invocation that stays
+  silent for its inactivity timeout (1 min) plus its abort timeout (10 min by default): the step would run
+  again from the start, forever if it is always that slow. So a worker declares an abort timeout of
+  ``step_timeout`` + 10 s for its service, and perdure cancels an attempt at ``step_timeout`` itself: the
+  attempt fails with ``StepTimeoutError``, retried by the step's ``RetryPolicy`` like any failure.
 """
 
 from __future__ import annotations
@@ -16,13 +22,14 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-from ...core.backend import redact_url
+from ...core.backend import redact_url, seconds_option
 from ...core.errors import InvalidBackendURLError
 
 DEFAULT_INGRESS_PORT = 8080
 DEFAULT_ADMIN_PORT = 9070
 DEFAULT_DEPLOYMENT = "http://127.0.0.1:9080"
 DEFAULT_SERVICE = "perdure"
+DEFAULT_STEP_TIMEOUT = 3600.0
 RETRY_PROFILE_ENV = "PERDURE_RESTATE_RETRY_PROFILE"  # "test": workers declare the fast test retry policy
 _SERVICE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
@@ -49,6 +56,7 @@ class RestateSettings:
     admin: str
     deployment: str
     service: str
+    step_timeout: float = DEFAULT_STEP_TIMEOUT
 
     @classmethod
     def from_url(cls, url: str) -> RestateSettings:
@@ -58,10 +66,12 @@ class RestateSettings:
         if not parts.hostname:
             raise InvalidBackendURLError(f"{redact_url(url)!r}: name the Restate ingress, e.g. restate://127.0.0.1:8080")
         query = parse_qs(parts.query, keep_blank_values=True)
+        step_timeout = seconds_option(url, query, "step_timeout")
         unknown = set(query) - {"admin", "deployment", "service"}
         if unknown:
             raise InvalidBackendURLError(
-                f"{redact_url(url)!r}: unknown parameter(s) {', '.join(sorted(unknown))}; known: admin, deployment, service"
+                f"{redact_url(url)!r}: unknown parameter(s) {', '.join(sorted(unknown))}; known: admin, deployment, "
+                "service, step_timeout"
             )
         one = {k: v[-1] for k, v in query.items()}
         ingress = _http(parts.netloc, DEFAULT_INGRESS_PORT, url, "the ingress")
@@ -71,7 +81,8 @@ class RestateSettings:
         service = one.get("service") or DEFAULT_SERVICE
         if not _SERVICE_NAME.match(service):
             raise InvalidBackendURLError(f"{redact_url(url)!r}: service must be a Restate service name, got {service!r}")
-        return cls(ingress=ingress, admin=admin, deployment=deployment, service=service)
+        return cls(ingress=ingress, admin=admin, deployment=deployment, service=service,
+                   step_timeout=DEFAULT_STEP_TIMEOUT if step_timeout is None else step_timeout)
 
     @property
     def deployment_address(self) -> tuple[str, int]:

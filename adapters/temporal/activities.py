@@ -13,6 +13,10 @@ with Temporal's native retries:
   carried in heartbeat details (``running`` while the body runs, ``failed`` just before a retryable
   failure), so an attempt that follows a ``running`` one knows its predecessor died rather than failed.
   (An attempt killed before its first heartbeat is not seen, and the count goes on from the last failure.)
+* an attempt that runs past the worker's ``step_timeout`` (settings.py) is cancelled by perdure and fails
+  with ``StepTimeoutError``, an ordinary failure under the step's policy. (Before, Temporal's start-to-close
+  cut it off, the next attempt took it for a crash, and a step always slower than the timeout ran again
+  and again, never failing.)
 
 Heartbeats are automatic (a background task beats several times per heartbeat timeout), so step code
 never calls Temporal. A step that blocks the event loop (sync code inside ``async def``) starves them,
@@ -33,6 +37,7 @@ from temporalio import activity
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
+from ...core.backend import STEP_TIMEOUT_GRACE
 from ...core.registry import get_step
 from ...core.runtime import execute_attempt
 from .payloads import STEP_ACTIVITY, decode_call, raw
@@ -48,6 +53,17 @@ def _attempt(info: activity.Info) -> int:
     if isinstance(details, dict) and details.get("phase") == "failed":
         return int(details.get("attempt", 0)) + 1
     return 1  # first attempt, or the previous one died with its worker
+
+
+def _attempt_timeout(info: activity.Info) -> float | None:
+    """perdure's step timeout for this attempt: the start-to-close the workflow scheduled it with, less the
+    grace that lets perdure's timeout fire first (settings.py). A timeout no longer than the grace was not
+    set by perdure (it schedules none): Temporal's alone applies."""
+    scheduled = info.start_to_close_timeout
+    if scheduled is None:
+        return None
+    seconds = scheduled.total_seconds() - STEP_TIMEOUT_GRACE
+    return seconds if seconds > 0 else None
 
 
 class _Heartbeats:
@@ -98,7 +114,7 @@ async def run_step(call_payload: RawValue) -> RawValue:
     if not info.is_local and info.heartbeat_timeout:
         beats = _Heartbeats({"phase": "running", "attempt": attempt}, info.heartbeat_timeout.total_seconds(), call.name)
     try:
-        outcome = await execute_attempt(call, attempt)
+        outcome = await execute_attempt(call, attempt, _attempt_timeout(info))
     finally:
         if beats is not None:
             await beats.stop()

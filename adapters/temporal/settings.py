@@ -1,7 +1,8 @@
 """The ``temporal://`` URL and the timeouts perdure sets on Temporal (production and test profiles).
 
 ``temporal://host:port/namespace?task_queue=perdure&profile=production&steps=activity``
-(and, rarely needed, ``&continue_as_new_after=N&max_carry_bytes=B``: see :mod:`.continuation`)
+(and, rarely needed, ``&step_timeout=SECONDS``, below, and ``&continue_as_new_after=N&max_carry_bytes=B``:
+see :mod:`.continuation`)
 
 Why the two profiles differ: every timeout below is how long Temporal waits before it *believes* a
 worker is gone. In production a false belief is expensive (a slow but live step runs twice, a busy
@@ -32,8 +33,12 @@ the next step:
   kill inside a step: a local activity runs inside its workflow task, so it runs again only when the task
   times out. A task -- including the replay of a resumed run, bounded by continue-as-new -- must fit in
   it; a task that does not is retried.
-* ``step_timeout`` -- the longest a single attempt of a step may run (start-to-close), the guard against
-  a live step that hangs (production 1 h; test 5 min).
+* ``step_timeout`` -- the longest a single attempt of a step may run, the guard against a live step that
+  hangs (production 1 h; test 5 min; ``&step_timeout=SECONDS`` in the worker's URL overrides both).
+  perdure enforces it inside the attempt: past it the body is cancelled and the attempt fails with
+  ``StepTimeoutError``, retried by the step's ``RetryPolicy`` like any failure. Temporal's own
+  start-to-close timeout is set ``STEP_TIMEOUT_GRACE`` (10 s) later, as the backstop for an attempt that cannot
+  report (its event loop held); an attempt Temporal times out counts as one lost with its worker.
 * ``continue_as_new_after`` -- operations (steps, sleeps, approvals) per Temporal run before the run
   continues as new, carrying its journal (see :mod:`.continuation`). It bounds what a worker replays
   when it resumes a run (~0.7-1.4 ms per operation here), which must fit in the workflow task timeout
@@ -54,7 +59,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 from urllib.parse import parse_qs
 
-from ...core.backend import redact_url
+from ...core.backend import redact_url, seconds_option
 from ...core.errors import InvalidBackendURLError
 from .continuation import DEFAULT_MAX_CARRY_BYTES, RunState
 
@@ -102,6 +107,12 @@ class TemporalSettings:
     steps: Literal["activity", "local"] = "activity"
     continue_as_new_after: int | None = None  # None: the profile's
     max_carry_bytes: int = DEFAULT_MAX_CARRY_BYTES
+    step_timeout: float | None = None  # None: the profile's
+
+    @property
+    def attempt_timeout(self) -> float:
+        """The longest one attempt of a step may run, in seconds (the URL's ``step_timeout``, else the profile's)."""
+        return self.profile.step_timeout if self.step_timeout is None else self.step_timeout
 
     def with_profile(self, name: str) -> TemporalSettings:
         return replace(self, profile=_profile(name))
@@ -138,10 +149,11 @@ def parse_settings(url: str, host: str | None, port: int | None, path: str, quer
         raise InvalidBackendURLError(f"{redact_url(url)!r}: steps= must be 'activity' or 'local', got {steps!r}")
     after = _count(url, query, "continue_as_new_after", None)
     carry = _count(url, query, "max_carry_bytes", DEFAULT_MAX_CARRY_BYTES)
+    step_timeout = seconds_option(url, query, "step_timeout")
     if query:
         raise InvalidBackendURLError(
             f"{redact_url(url)!r}: unknown option(s) {', '.join(sorted(query))}; known: task_queue, profile, steps, "
-            "continue_as_new_after, max_carry_bytes"
+            "step_timeout, continue_as_new_after, max_carry_bytes"
         )
     if not task_queue:
         raise InvalidBackendURLError(f"{redact_url(url)!r}: task_queue= must not be empty")
@@ -155,6 +167,7 @@ def parse_settings(url: str, host: str | None, port: int | None, path: str, quer
         steps=steps,  # type: ignore[arg-type]
         continue_as_new_after=after,
         max_carry_bytes=carry if carry is not None else DEFAULT_MAX_CARRY_BYTES,
+        step_timeout=step_timeout,
     )
 
 

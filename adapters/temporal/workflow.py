@@ -38,6 +38,7 @@ from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
+from ...core.backend import STEP_TIMEOUT_GRACE
 from ...core.errors import NonDeterminismError
 from ...core.runtime import Journal, decision_envelope, run_workflow, sleep_envelope, timeout_envelope
 from ...core.types import ApprovalRequest, Decision, ErrorInfo, StepCall, StepKind
@@ -94,7 +95,8 @@ class StepOptions:
         p = settings.profile
         return cls(
             local=settings.steps == "local",
-            start_to_close=timedelta(seconds=p.step_timeout),
+            # perdure's own step timeout ends the attempt first (activities.py); this is the backstop.
+            start_to_close=timedelta(seconds=settings.attempt_timeout + STEP_TIMEOUT_GRACE),
             heartbeat=timedelta(seconds=p.heartbeat_timeout),
             # Unlimited attempts: Temporal retries a step whose worker died (that is recovery, whatever the
             # step's RetryPolicy says); the activity itself ends the retries by *returning* the failure
