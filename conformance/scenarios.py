@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..core.errors import PerdureError
+from ..core.errors import NonDeterminismError, PerdureError
 from ..core.types import RunStatus
 from . import workflows as wf
 from .harness import Harness
@@ -312,6 +312,41 @@ async def nondeterminism(h: Harness) -> dict[str, Any]:
         h.set_variant("base")
         await h.restart_worker()
     return {"run": t}
+
+
+@scenario(9)
+async def step_replaced_while_in_flight(h: Harness) -> dict[str, Any]:
+    """The step in flight at a kill is replaced by another before the restart (a deploy): it never runs
+    again. The run then goes on with the new step where the engine journals steps when they complete, or
+    fails with NonDeterminismError naming both steps where it journals them when they start
+    (``Backend.journals_step_start``: Temporal activities, Restate) -- whichever the backend declares."""
+    rid = h.new_run_id("replaced")
+    h.ledger.arm(f"{rid}:b")
+    await start(h, wf.pipeline, rid, x="go")
+    await h.arrive(rid, "b")
+    await h.kill_worker()
+    h.set_variant("replaced")
+    try:
+        h.ledger.release(f"{rid}:b")
+        await h.start_worker()
+        t = await trace(h, rid)
+    finally:
+        h.set_variant("base")
+        await h.restart_worker()
+    if h.client.backend.journals_step_start:
+        expected = {"status": "FAILED", "output": None, "calls": {"a": 1, "b": 1}, "error": {
+            "type": "NonDeterminismError",
+            "message": str(NonDeterminismError(1, "step 'conf.b'", "step 'conf.d'")),
+        }}
+    else:
+        expected = {"status": "SUCCEEDED", "output": "go>a>d>c", "calls": {"a": 1, "b": 1, "d": 1, "c": 1},
+                    "error": None}
+    outcome = {key: t[key] for key in expected}
+    return {
+        "replaced_step_calls": t["calls"].get("b"),
+        "first_step": t["steps"][0],
+        "outcome": "as declared" if outcome == expected else outcome,
+    }
 
 
 # --- 10: serialization ---------------------------------------------------------------------------

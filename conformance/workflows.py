@@ -67,10 +67,18 @@ def c(x: str) -> str:
     return f"{x}>c"
 
 
+@perdure.step(name="conf.d")
+async def d(x: str) -> str:
+    await pass_gate("d")
+    return f"{x}>d"
+
+
 @perdure.workflow(name="conf.pipeline")
 async def pipeline(x: str) -> str:
     if VARIANT == "reordered":  # a deploy that swapped two steps
         return await c(await a(await b(x)))
+    if VARIANT == "replaced":  # a deploy that replaced the second step
+        return await c(await d(await a(x)))
     return await c(await b(await a(x)))
 
 

@@ -76,6 +76,19 @@ class Backend(ABC):
         self.parts = parse_url(url, self.schemes)
 
     @property
+    def journals_step_start(self) -> bool:
+        """Whether the engine journals a step when it *starts* (Temporal activities, Restate's ``ctx.run``),
+        not only when it completes (the memory engine, DBOS, Temporal local activities).
+
+        It decides the one case the contract leaves to the engine: the step in flight at a crash is replaced
+        by another step before the restart (a deploy). An engine that journals starts fails the run with
+        :class:`NonDeterminismError` naming both steps; the others run the new step, the replaced one's
+        position never having been recorded. On every engine the replaced step never runs again
+        (conformance ``step_replaced_while_in_flight``).
+        """
+        return False
+
+    @property
     def safe_url(self) -> str:
         """The URL without its password, for messages (:func:`redact_url`)."""
         return redact_url(self.url)

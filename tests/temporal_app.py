@@ -75,8 +75,16 @@ async def flaky(fail_times: int) -> int:
     return attempt
 
 
+@perdure.step(name="tt.d")
+async def d(x: str) -> str:
+    await gate("d")
+    return f"{x}>d"
+
+
 @perdure.workflow(name="tt.pipeline")
 async def pipeline(x: str) -> str:
+    if VARIANT == "changed":  # a deploy that replaced the second step
+        return await d(await a(x))
     return await b(await a(x))
 
 

@@ -142,6 +142,14 @@ class _NeverRunningBackend(MemoryBackend):
         return info.model_copy(update={"status": RunStatus.PENDING}) if info.status is RunStatus.RUNNING else info
 
 
+class _ClaimsStepStartsBackend(MemoryBackend):
+    """Declares it journals a step when it starts, and runs a replaced in-flight step's successor anyway."""
+
+    @property
+    def journals_step_start(self) -> bool:
+        return True
+
+
 def _backend(name: str, *, engine: type[MemoryEngine] = MemoryEngine, journal: type[MemoryJournal] = MemoryJournal):
     engine_cls = type(f"{name}Engine", (engine,), {"journal_class": journal})
     return type(name, (MemoryBackend,), {"engine_class": engine_cls})
@@ -161,6 +169,7 @@ MUTANTS = {
     "ignores_cancel_while_waiting": (_backend("IgnoresCancel", engine=_IgnoresCancelWhileWaitingEngine), {"cancel"}),
     "lists_runs_oldest_first": (_OldestFirstBackend, {"inspection"}),
     "never_reports_running": (_NeverRunningBackend, {"kill_between_steps"}),
+    "misdeclares_step_start_journaling": (_ClaimsStepStartsBackend, {"step_replaced_while_in_flight"}),
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import os
 import re
 import shutil
@@ -36,6 +37,7 @@ from perdure.adapters.temporal import TemporalBackend, TemporalDevServer, hard_e
 from perdure.core.errors import (  # noqa: E402
     ApprovalAlreadyDecidedError,
     ConfigurationError,
+    NonDeterminismError,
     RunCancelledError,
     RunConflictError,
     RunFailedError,
@@ -318,6 +320,41 @@ def test_local_steps_rerun_after_a_kill(server: TemporalDevServer, workers: Work
     assert output == "x>a>b"
     assert [s.name for s in steps] == ["tt.a", "tt.b"]
     assert len(app.arrivals(root, f"{run_id}:b")) == 2
+
+
+@pytest.mark.parametrize("steps", ["activity", "local"])
+def test_a_step_replaced_while_in_flight_never_runs_again(server: TemporalDevServer, workers: Workers, root: Path,
+                                                          steps: str) -> None:
+    """Killed inside ``b``, restarted on code that calls ``d`` there. An activity is in the history once
+    scheduled: the restarted worker's replay check ends the run with NonDeterminismError before the old
+    step's retry can run ``b`` again. A local activity is recorded only once it completed: ``d`` runs, as
+    on the memory engine. (TemporalBackend.journals_step_start says which.)"""
+    url = server.url + f"&steps={steps}"
+    first = workers.start(url=url)
+    run_id = rid("replaced")
+    app.arm(root, f"{run_id}:b")
+
+    async def main() -> perdure.RunInfo:
+        async with perdure.Client(url) as client:
+            await client.start(app.pipeline, "x", run_id=run_id)
+            await wait_arrivals(root, f"{run_id}:b")
+            workers.kill(first.pid)
+            app.release(root, f"{run_id}:b")
+            workers.start(url=url, variant="changed")
+            with contextlib.suppress(RunFailedError):
+                await client.result(run_id, timeout=PATIENCE)
+            return await client.status(run_id)
+
+    info = asyncio.run(main())
+    assert len(app.arrivals(root, f"{run_id}:b")) == 1
+    if TemporalBackend(url).journals_step_start:
+        assert info.status is RunStatus.FAILED and info.error is not None
+        assert (info.error.type, info.error.message) == (
+            "NonDeterminismError", str(NonDeterminismError(1, "step 'tt.b'", "step 'tt.d'")))
+        assert app.arrivals(root, f"{run_id}:d") == []
+    else:
+        assert (info.status, info.output) == (RunStatus.SUCCEEDED, "x>a>d")
+        assert len(app.arrivals(root, f"{run_id}:d")) == 1
 
 
 # --- continue-as-new ------------------------------------------------------------------------------

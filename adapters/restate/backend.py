@@ -96,6 +96,11 @@ class RestateBackend(Backend):
         self.settings = RestateSettings.from_url(url)
         self.http = RestateHTTP(self.settings.ingress, self.settings.admin)
 
+    @property
+    def journals_step_start(self) -> bool:
+        """A ``ctx.run`` command is journaled, with its name, when the step starts."""
+        return True
+
     # --- reading runs --------------------------------------------------------------------------------
     async def _runs(self, where: str) -> list[_Run]:
         """Invocations of the run handler matching ``where`` (over ``sys_invocation i``), with their

@@ -91,6 +91,11 @@ class TemporalBackend(Backend):
         self._client: Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
+    @property
+    def journals_step_start(self) -> bool:
+        """An activity is in the history once scheduled; a local activity only once it completed."""
+        return self.settings.steps == "activity"
+
     # --- connection -------------------------------------------------------------------------------
     async def client(self) -> Client:
         """The connected Temporal client (retrying for a few seconds while the server starts)."""

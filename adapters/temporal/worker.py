@@ -15,7 +15,10 @@ polls, a starting worker replays the newest open runs of its task queue with Tem
   nondeterminism, reported with Temporal's message instead of perdure's;
 * a replay that breaks Temporal's own history matching (a timer where the code now schedules a step) gets
   a ``perdure.wake`` signal, so a live worker replays it and Temporal fails it (``NondeterminismError`` is
-  a workflow failure type here), reported as ``NonDeterminismError``.
+  a workflow failure type here), reported as ``NonDeterminismError``;
+* a replay that matches, but whose code now asks for another step at the position of the step in flight
+  (:func:`replaced_in_flight`), is ended FAILED with perdure's error as in the first case: otherwise the
+  retry of the old step would run its body again first.
 
 The same report path serves a live worker whose replay (after a cache eviction, or of a run it never
 cached) finds perdure's journal broken.
@@ -26,17 +29,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, Worker
 from temporalio.workflow import NondeterminismError
 
-from ...core.types import ErrorInfo
+from ...core.errors import NonDeterminismError
+from ...core.types import ErrorInfo, StepStatus
 from .activities import run_step
+from .history import step_records
 from .payloads import FAILED_REASON, GATE_WORKFLOW, WAKE_SIGNAL
 from .settings import TemporalSettings
 from .workflow import DecisionGate, PerdureWorkflow, register_worker
@@ -69,6 +75,37 @@ def worker_options(settings: TemporalSettings) -> dict[str, Any]:
     return options
 
 
+class AskedSteps:
+    """The steps replayed runs' code issued as activities, by run: (position -> (kind, name))."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, dict[int, tuple[str, str]]] = {}
+
+    def report(self, run_id: str, position: int, kind: str, name: str) -> None:
+        self._runs.setdefault(run_id, {})[position] = (kind, name)
+
+    def take(self, run_id: str) -> dict[int, tuple[str, str]]:
+        return self._runs.pop(run_id, {})
+
+
+def replaced_in_flight(events: Iterable[HistoryEvent], asked: dict[int, tuple[str, str]]) -> NonDeterminismError | None:
+    """The error of a run whose step in flight (an activity scheduled, no outcome yet) the new code replaced
+    by another at the same position, or None.
+
+    Temporal matches a scheduled activity by type and id only, and every perdure step is the activity
+    ``perdure.step`` with its position as id: such a history replays without complaint, and the retry of
+    the step in flight would run the *old* step's body before the run failed on its result. The memory
+    and Restate engines never run it again; neither does this worker (it ends the run before polling).
+    """
+    for record in step_records(events, closed=False):
+        if record.status is not StepStatus.RUNNING or record.position not in asked:
+            continue
+        kind, name = asked[record.position]
+        if (kind, name) != (record.kind.value, record.name):
+            return NonDeterminismError(record.position, f"{record.kind.value} {record.name!r}", f"{kind} {name!r}")
+    return None
+
+
 class TemporalWorker:
     """One perdure worker process's Temporal side (see the module docstring)."""
 
@@ -76,6 +113,7 @@ class TemporalWorker:
         self.settings = settings
         self.client = client
         self.reported: set[str] = set()  # runs found broken on replay here (and being failed)
+        self._asked = AskedSteps()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def worker(self) -> Worker:
@@ -96,7 +134,7 @@ class TemporalWorker:
                 loop.call_soon_threadsafe(lambda: self._tasks.add(loop.create_task(self.fail(run_id, error))))
 
         register_worker(self.settings.task_queue, self.settings, report_failure)
-        register_worker(_REPLAY_TASK_QUEUE, self.settings, report_failure)
+        register_worker(_REPLAY_TASK_QUEUE, self.settings, report_failure, self._asked.report)
         # Before polling: a run whose code changed must fail before this worker runs any more of its steps.
         try:
             await asyncio.wait_for(self.replay_check(), REPLAY_CHECK_TIMEOUT)
@@ -144,7 +182,13 @@ class TemporalWorker:
             async with replayer.workflow_replay_iterator(histories) as results:
                 async for result in results:
                     run_id, failure = result.history.workflow_id, result.replay_failure
+                    asked = self._asked.take(run_id)
                     if failure is None:
+                        replaced = replaced_in_flight(result.history.events, asked)
+                        if replaced is not None and run_id not in self.reported:
+                            broken += 1
+                            self.reported.add(run_id)
+                            await self.fail(run_id, ErrorInfo.of(replaced))
                         continue
                     broken += 1
                     log.debug("perdure: replay check of %s failed: %s", run_id, failure)

@@ -113,14 +113,19 @@ class StepOptions:
 
 # Called (from the workflow thread) with (run_id, error) when a replay proves the run's code changed.
 FailureReporter = Callable[[str, ErrorInfo], None]
+# Called (from the workflow thread) with (run_id, position, kind, name) for each step a replayed run's code
+# issues as an activity: the worker's replay check compares it with the step in flight there (worker.py).
+StepReporter = Callable[[str, int, str, str], None]
 
 
 @dataclass(frozen=True)
 class WorkerContext:
-    """What a worker tells the runs it executes: step options and where to report a failed replay."""
+    """What a worker tells the runs it executes: step options, where to report a failed replay, and (the
+    replay check only) where to report the steps the code asks for."""
 
     steps: StepOptions
     report_failure: FailureReporter | None = None
+    report_step: StepReporter | None = None
 
 
 # task queue -> context, set by the worker before it polls (workflow instances look theirs up).
@@ -128,9 +133,10 @@ _CONTEXTS: dict[str, WorkerContext] = {}
 
 
 def register_worker(
-    task_queue: str, settings: TemporalSettings, report_failure: FailureReporter | None = None
+    task_queue: str, settings: TemporalSettings, report_failure: FailureReporter | None = None,
+    report_step: StepReporter | None = None,
 ) -> None:
-    _CONTEXTS[task_queue] = WorkerContext(StepOptions.of(settings), report_failure)
+    _CONTEXTS[task_queue] = WorkerContext(StepOptions.of(settings), report_failure, report_step)
 
 
 def _context() -> WorkerContext:
@@ -159,7 +165,9 @@ class TemporalJournal(Journal):
 
     def __init__(self, instance: PerdureWorkflow, state: RunState, carried: CarriedJournal, *, can: bool) -> None:
         self.instance = instance
-        self.options = _context().steps
+        context = _context()
+        self.options = context.steps
+        self.report_step = context.report_step
         self.state = state
         self.carried = carried
         self.base = len(carried)  # the first position recorded in this Temporal run
@@ -262,6 +270,8 @@ class TemporalJournal(Journal):
                 result_type=RawValue,
             )
         else:
+            if self.report_step is not None:
+                self.report_step(workflow.info().workflow_id, position, call.kind.value, call.name)
             result = await workflow.execute_activity(
                 STEP_ACTIVITY,
                 encode_call(call),
