@@ -57,8 +57,8 @@ def _attempt(info: activity.Info) -> int:
 
 def _attempt_timeout(info: activity.Info) -> float | None:
     """perdure's step timeout for this attempt: the start-to-close the workflow scheduled it with, less the
-    grace that lets perdure's timeout fire first (settings.py). A timeout no longer than the grace was not
-    set by perdure (it schedules none): Temporal's alone applies."""
+    grace that lets perdure's timeout fire first (settings.py). (perdure never schedules one within the
+    grace; for such a timeout, Temporal's alone applies.)"""
     scheduled = info.start_to_close_timeout
     if scheduled is None:
         return None

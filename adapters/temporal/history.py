@@ -121,6 +121,27 @@ def step_records(events: Iterable[HistoryEvent], *, closed: bool) -> list[StepRe
     return [records[p] for p in sorted(records)]
 
 
+_ACTIVITY_CLOSED = (
+    "activity_task_completed_event_attributes", "activity_task_failed_event_attributes",
+    "activity_task_timed_out_event_attributes", "activity_task_canceled_event_attributes",
+)
+
+
+def steps_in_flight(events: Iterable[HistoryEvent]) -> dict[int, tuple[str, str]]:
+    """position -> (kind, name) of the perdure steps scheduled as activities and not closed yet. Only their
+    inputs are decoded: this runs over every open run a starting worker replays (worker.py)."""
+    open_: dict[int, HistoryEvent] = {}
+    for ev in events:
+        kind = ev.WhichOneof("attributes")
+        if kind == "activity_task_scheduled_event_attributes":
+            if ev.activity_task_scheduled_event_attributes.activity_type.name == STEP_ACTIVITY:
+                open_[ev.event_id] = ev
+        elif kind in _ACTIVITY_CLOSED:
+            open_.pop(getattr(ev, kind).scheduled_event_id, None)
+    calls = (decode_call(ev.activity_task_scheduled_event_attributes.input.payloads[0]) for ev in open_.values())
+    return {call.position: (call.kind.value, call.name) for call in calls}
+
+
 def failure_info(failure: Any) -> ErrorInfo:
     """A Temporal ``Failure`` as perdure's ``ErrorInfo`` (the original type name and message)."""
     if failure.HasField("application_failure_info"):

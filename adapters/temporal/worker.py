@@ -40,9 +40,9 @@ from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, Worker
 from temporalio.workflow import NondeterminismError
 
 from ...core.errors import NonDeterminismError
-from ...core.types import ErrorInfo, StepStatus
+from ...core.types import ErrorInfo
 from .activities import run_step
-from .history import step_records
+from .history import steps_in_flight
 from .payloads import FAILED_REASON, GATE_WORKFLOW, WAKE_SIGNAL
 from .settings import TemporalSettings
 from .workflow import DecisionGate, PerdureWorkflow, register_worker
@@ -97,12 +97,12 @@ def replaced_in_flight(events: Iterable[HistoryEvent], asked: dict[int, tuple[st
     the step in flight would run the *old* step's body before the run failed on its result. The memory
     and Restate engines never run it again; neither does this worker (it ends the run before polling).
     """
-    for record in step_records(events, closed=False):
-        if record.status is not StepStatus.RUNNING or record.position not in asked:
-            continue
-        kind, name = asked[record.position]
-        if (kind, name) != (record.kind.value, record.name):
-            return NonDeterminismError(record.position, f"{record.kind.value} {record.name!r}", f"{kind} {name!r}")
+    if not asked:
+        return None
+    for position, (kind, name) in sorted(steps_in_flight(events).items()):
+        if position in asked and asked[position] != (kind, name):
+            now_kind, now_name = asked[position]
+            return NonDeterminismError(position, f"{kind} {name!r}", f"{now_kind} {now_name!r}")
     return None
 
 
