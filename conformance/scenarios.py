@@ -295,23 +295,32 @@ async def durable_sleep_across_kill(h: Harness) -> dict[str, Any]:
 
 
 # --- 9: nondeterminism ---------------------------------------------------------------------------
+async def deployed_after_kill_in(h: Harness, label: str, variant: str, *, hold: bool,
+                                 only: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Kill the worker inside step ``label`` of a pipeline run, restart it on code ``variant`` (a deploy)
+    and trace the run. ``hold``: the step's gate stays closed, so a step that wrongly runs again blocks;
+    otherwise it opens first, so that such a run is counted in the ledger."""
+    rid = h.new_run_id(variant)
+    h.ledger.arm(f"{rid}:{label}")
+    await start(h, wf.pipeline, rid, x="go")
+    await h.arrive(rid, label)
+    await h.kill_worker()
+    h.set_variant(variant)
+    try:
+        if not hold:
+            h.ledger.release(f"{rid}:{label}")
+        await h.start_worker()
+        return await trace(h, rid, only=only)
+    finally:
+        h.ledger.release(f"{rid}:{label}")
+        h.set_variant("base")
+        await h.restart_worker()
+
+
 @scenario(9)
 async def nondeterminism(h: Harness) -> dict[str, Any]:
     """Steps reordered between a kill and the restart: NonDeterminismError, never a wrong replay."""
-    rid = h.new_run_id("nondet")
-    h.ledger.arm(f"{rid}:c")
-    await start(h, wf.pipeline, rid, x="go")
-    await h.arrive(rid, "c")
-    await h.kill_worker()
-    h.set_variant("reordered")
-    try:
-        await h.start_worker()
-        t = await trace(h, rid, only=("conf.a", "conf.b"))
-    finally:
-        h.ledger.release(f"{rid}:c")
-        h.set_variant("base")
-        await h.restart_worker()
-    return {"run": t}
+    return {"run": await deployed_after_kill_in(h, "c", "reordered", hold=True, only=("conf.a", "conf.b"))}
 
 
 @scenario(9)
@@ -320,19 +329,7 @@ async def step_replaced_while_in_flight(h: Harness) -> dict[str, Any]:
     again. The run then goes on with the new step where the engine journals steps when they complete, or
     fails with NonDeterminismError naming both steps where it journals them when they start
     (``Backend.journals_step_start``: Temporal activities, Restate) -- whichever the backend declares."""
-    rid = h.new_run_id("replaced")
-    h.ledger.arm(f"{rid}:b")
-    await start(h, wf.pipeline, rid, x="go")
-    await h.arrive(rid, "b")
-    await h.kill_worker()
-    h.set_variant("replaced")
-    try:
-        h.ledger.release(f"{rid}:b")
-        await h.start_worker()
-        t = await trace(h, rid)
-    finally:
-        h.set_variant("base")
-        await h.restart_worker()
+    t = await deployed_after_kill_in(h, "b", "replaced", hold=False)
     if h.client.backend.journals_step_start:
         expected = {"status": "FAILED", "output": None, "calls": {"a": 1, "b": 1}, "error": {
             "type": "NonDeterminismError",
