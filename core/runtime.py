@@ -120,10 +120,8 @@ async def execute_attempt(call: StepCall, attempt: int, timeout: float | None = 
     token = _step.set((call, attempt))
     try:
         args, kwargs = _arguments(s, call)
-        if timeout is None:
-            value = await s.fn(*args, **kwargs) if s.is_async else await s.invoke(args, kwargs)
-        else:
-            value = await _bounded(s, args, kwargs, timeout)
+        body = s.fn(*args, **kwargs) if s.is_async else s.invoke(args, kwargs)
+        value = await (body if timeout is None else _bounded(s, body, timeout))
         output = s.codec.encode_result(value)
     except Exception as exc:  # CancelledError and other BaseExceptions propagate: they are not failures
         return _failed(s, attempt, exc)
@@ -132,13 +130,13 @@ async def execute_attempt(call: StepCall, attempt: int, timeout: float | None = 
     return _succeeded(s, call, attempt, value, output)
 
 
-async def _bounded(s: Step[Any, Any], args: Sequence[Any], kwargs: dict[str, Any], timeout: float) -> Any:
-    """The body under ``timeout`` (measured: ~5 us per attempt); a TimeoutError the body raises itself
-    stays its own."""
+async def _bounded(s: Step[Any, Any], body: Awaitable[Any], timeout: float) -> Any:
+    """Step ``s``'s ``body`` under ``timeout`` (measured: ~5 us per attempt); a TimeoutError the body raises
+    itself stays its own."""
     limit = asyncio.timeout(timeout)
     try:
         async with limit:
-            return await s.fn(*args, **kwargs) if s.is_async else await s.invoke(args, kwargs)
+            return await body
     except TimeoutError:
         if not limit.expired():
             raise
