@@ -42,13 +42,23 @@ HERE = Path(__file__).parent
 PATIENCE = 60.0
 
 
+CLEANUP_INTERVAL = "1s"  # how often this module's server purges runs past their retention (default 1h)
+
+
+class CleanedRestateDevServer(RestateDevServer):
+    """The dev server, purging expired runs every second: a retention can be seen to end in a test."""
+
+    def server_env(self) -> dict[str, str]:
+        return {**super().server_env(), "RESTATE_WORKER__CLEANUP_INTERVAL": CLEANUP_INTERVAL}
+
+
 class Engine:
     """One restate-server for the module, and the worker processes of the current test."""
 
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="perdure-restate-"))
         ports = [int(p) for p in os.environ.get("PERDURE_RESTATE_PORTS", "18080,19070,15122,19080").split(",")]
-        self.server = RestateDevServer(
+        self.server = CleanedRestateDevServer(
             self.root / "engine", ingress_port=ports[0], admin_port=ports[1], node_port=ports[2],
             deployment_port=ports[3],
         )
@@ -262,6 +272,66 @@ def test_a_step_slower_than_the_step_timeout_fails_with_step_timeout_error_under
         asyncio.run(main())
     finally:
         engine.kill_workers()
+
+
+def test_a_finished_run_is_kept_for_the_retention_then_its_id_starts_a_new_run(engine: Engine) -> None:
+    """``retention=2``: the worker declares 2 s as the workflow's completion and journal retention; a
+    finished run reads SUCCEEDED with its steps until the server purges it (this module's server cleans
+    every second, CLEANUP_INTERVAL), then is gone, and a start of its id runs the workflow again. Before
+    the option a run was kept for the server's default only (1 day), with no way to say otherwise from
+    perdure."""
+    engine.start_worker(url=engine.url + "&retention=2")
+
+    async def registered(backend: RestateBackend, retention: str) -> None:
+        # A worker on an address already registered reports ready at once and re-registers the service,
+        # with its options, in the background.
+        deadline = time.monotonic() + PATIENCE
+        while True:
+            service = (await backend.http.client.get(f"{backend.settings.admin}/services/perdure")).json()
+            if (service["workflow_completion_retention"], service["journal_retention"]) == (retention, retention):
+                return
+            assert time.monotonic() < deadline, service
+            await asyncio.sleep(0.05)
+
+    async def main() -> None:
+        backend = RestateBackend(engine.url)
+        async with Client(backend) as client:
+            await registered(backend, "2s")
+            rid = new_id("kept")
+            await client.start("rt.pipeline", run_id=rid, x="one")
+            assert await client.result(rid, timeout=PATIENCE) == "one>a>b>c"
+            ended = time.monotonic()
+            assert [r.name for r in await client.steps(rid)] == ["rt.a", "rt.b", "rt.c"]
+            deadline = ended + PATIENCE
+            while True:
+                try:
+                    await client.status(rid)
+                except RunNotFoundError:
+                    break
+                assert time.monotonic() < deadline, f"{rid} still kept {PATIENCE} s after it ended"
+                await asyncio.sleep(0.1)
+            assert time.monotonic() - ended >= 1.5  # not before its retention
+            with pytest.raises(RunNotFoundError):
+                await client.steps(rid)
+            await client.start("rt.pipeline", run_id=rid, x="two")  # the id is free again: a new run
+            assert await client.result(rid, timeout=PATIENCE) == "two>a>b>c"
+            assert engine.calls(rid) == ["a", "b", "c", "a", "b", "c"]
+
+    async def default_retention_back() -> None:
+        # The server's default again, so later tests' runs are not purged after 2 s.
+        backend = RestateBackend(engine.url)
+        async with Client(backend):
+            await registered(backend, "1d")
+
+    try:
+        asyncio.run(main())
+    finally:
+        engine.kill_workers()
+        engine.start_worker()
+        try:
+            asyncio.run(default_retention_back())
+        finally:
+            engine.kill_workers()
 
 
 # --- crashes -------------------------------------------------------------------------------------

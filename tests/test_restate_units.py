@@ -28,17 +28,17 @@ from perdure.core.types import Envelope, ErrorInfo, RunStatus, StepKind, StepRec
 # --- the URL ---------------------------------------------------------------------------------------
 def test_url_defaults() -> None:
     s = RestateSettings.from_url("restate://10.0.0.5")
-    assert (s.ingress, s.admin, s.deployment, s.service, s.step_timeout) == (
-        "http://10.0.0.5:8080", "http://10.0.0.5:9070", "http://127.0.0.1:9080", "perdure", 3600.0)
+    assert (s.ingress, s.admin, s.deployment, s.service, s.step_timeout, s.retention) == (
+        "http://10.0.0.5:8080", "http://10.0.0.5:9070", "http://127.0.0.1:9080", "perdure", 3600.0, None)
 
 
 def test_url_with_every_part() -> None:
     s = RestateSettings.from_url(
         "restate://127.0.0.1:18080?admin=http://127.0.0.1:19070&deployment=127.0.0.1:19081&service=agents"
-        "&step_timeout=7200"
+        "&step_timeout=7200&retention=2592000"
     )
-    assert (s.ingress, s.admin, s.deployment, s.service, s.step_timeout) == (
-        "http://127.0.0.1:18080", "http://127.0.0.1:19070", "http://127.0.0.1:19081", "agents", 7200.0)
+    assert (s.ingress, s.admin, s.deployment, s.service, s.step_timeout, s.retention) == (
+        "http://127.0.0.1:18080", "http://127.0.0.1:19070", "http://127.0.0.1:19081", "agents", 7200.0, 2592000.0)
     assert s.deployment_address == ("127.0.0.1", 19081)
 
 
@@ -46,7 +46,8 @@ def test_url_with_every_part() -> None:
     "url",
     ["restate://", "restate://host:8080/path", "restate://host?color=blue", "restate://host?service=no-dash",
      "restate://host?admin=ftp://x:1", "restate://host:notaport", "restate://host?step_timeout=0",
-     "restate://host?step_timeout=nan", "restate://host?step_timeout="],
+     "restate://host?step_timeout=nan", "restate://host?step_timeout=", "restate://host?retention=0",
+     "restate://host?retention=30d", "restate://host?retention=-1"],
 )
 def test_bad_urls_are_refused(url: str) -> None:
     with pytest.raises(InvalidBackendURLError):

@@ -68,13 +68,16 @@ def invocation_retry_policy() -> InvocationRetryPolicy | None:
 
 def build_service(settings: RestateSettings, http: RestateHTTP) -> restate.Workflow:
     """The Restate workflow ``settings.service`` with its ``run`` and ``decide`` handlers."""
+    # A finished run's state (its outcome) and its journal (its steps) are kept equally long.
+    retention = None if settings.retention is None else timedelta(seconds=settings.retention)
     service = restate.Workflow(
         settings.service, invocation_retry_policy=invocation_retry_policy(),
         # A running step sends Restate nothing: let it run its step timeout (perdure's, which ends it first).
         abort_timeout=timedelta(seconds=settings.step_timeout + STEP_TIMEOUT_GRACE),
+        journal_retention=retention,
     )
 
-    @service.main(input_serde=_BYTES, output_serde=_BYTES)
+    @service.main(input_serde=_BYTES, output_serde=_BYTES, workflow_retention=retention)
     async def run(ctx: WorkflowContext, request: bytes) -> bytes:
         return await execute_run(ctx, request, settings, http)
 

@@ -14,6 +14,11 @@
   again from the start, forever if it is always that slow. So a worker declares an abort timeout of
   ``step_timeout`` + 10 s for its service, and perdure cancels an attempt at ``step_timeout`` itself: the
   attempt fails with ``StepTimeoutError``, retried by the step's ``RetryPolicy`` like any failure.
+* ``retention`` -- how long a finished run is kept, in seconds (default: the server's, 1 day on 1.7; read
+  by workers). It is the run's whole lifetime after it ends: its status and steps, and the run id staying
+  taken (a start of the same id returns it). Past it Restate purges the run, and a start of the same id
+  runs the workflow again. A worker declares it for its service as both the workflow's completion
+  retention and its journal retention, so a run's status and its steps go together.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ class RestateSettings:
     deployment: str
     service: str
     step_timeout: float = DEFAULT_STEP_TIMEOUT
+    retention: float | None = None  # None: the server's default retentions
 
     @classmethod
     def from_url(cls, url: str) -> RestateSettings:
@@ -67,11 +73,12 @@ class RestateSettings:
             raise InvalidBackendURLError(f"{redact_url(url)!r}: name the Restate ingress, e.g. restate://127.0.0.1:8080")
         query = parse_qs(parts.query, keep_blank_values=True)
         step_timeout = seconds_option(url, query, "step_timeout")
+        retention = seconds_option(url, query, "retention")
         unknown = set(query) - {"admin", "deployment", "service"}
         if unknown:
             raise InvalidBackendURLError(
                 f"{redact_url(url)!r}: unknown parameter(s) {', '.join(sorted(unknown))}; known: admin, deployment, "
-                "service, step_timeout"
+                "service, step_timeout, retention"
             )
         one = {k: v[-1] for k, v in query.items()}
         ingress = _http(parts.netloc, DEFAULT_INGRESS_PORT, url, "the ingress")
@@ -82,7 +89,7 @@ class RestateSettings:
         if not _SERVICE_NAME.match(service):
             raise InvalidBackendURLError(f"{redact_url(url)!r}: service must be a Restate service name, got {service!r}")
         return cls(ingress=ingress, admin=admin, deployment=deployment, service=service,
-                   step_timeout=DEFAULT_STEP_TIMEOUT if step_timeout is None else step_timeout)
+                   step_timeout=DEFAULT_STEP_TIMEOUT if step_timeout is None else step_timeout, retention=retention)
 
     @property
     def deployment_address(self) -> tuple[str, int]:

@@ -3,8 +3,9 @@
 Client side, SEMANTICS.md onto Temporal's API:
 
 * start -- ``start_workflow`` with the run id as workflow id, ``REJECT_DUPLICATE`` + conflict policy
-  ``FAIL``: the server never runs an id twice; on "already started" we describe the existing execution and
-  return it, or raise :class:`RunConflictError` when its type (perdure workflow name) differs;
+  ``FAIL``: the server never runs an id twice while it keeps the run (the namespace's retention, after the
+  run closed); on "already started" we describe the existing execution and return it, or raise
+  :class:`RunConflictError` when its type (perdure workflow name) differs;
 * describe / wait / list -- ``describe`` (+ the close event for output or error), the memo for the
   pending approvals, visibility for the list (this backend's task queue only: the namespace may hold
   other workflows, which are never runs); ``wait`` long-polls the close event;
