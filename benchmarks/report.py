@@ -32,6 +32,13 @@ def _ok(met: bool | None) -> str:
     return "—" if met is None else ("yes" if met else "**no**")
 
 
+def _ratio_ok(ratio: float, ci: list[float] | tuple[float, float] | None, limit: float) -> str:
+    """Whether a median ratio meets ``ratio <= limit``; flagged when its 95 % interval reaches across the
+    limit, i.e. when this run alone cannot tell which side of the goal the ratio is on."""
+    verdict = _ok(ratio <= limit)
+    return f"{verdict} (interval spans {limit:g})" if ci and ci[0] <= limit < ci[1] else verdict
+
+
 def _interval(ci: list[float] | tuple[float, float] | None) -> str:
     return "—" if not ci else f"{ci[0]:.3f}–{ci[1]:.3f}"
 
@@ -59,11 +66,11 @@ def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
     errors, good = _error_rows(_family(results, "steps"), 7)
     for engine, r in good:
         for c in r["comparisons"]:
-            goal = None if engine == "memory" else c["ratio"] <= GOALS["steps"]
+            goal = "—" if engine == "memory" else _ratio_ok(c["ratio"], c.get("ci"), GOALS["steps"])
             extra = f" (+{c['overhead_us']:.1f} µs)" if "overhead_us" in c else ""
             ratio = f"{c['ratio']:.3f}" if c["ratio"] < 10 else f"{c['ratio']:.0f}"
             rows.append([engine, c["raw"], _ms(c["raw_ms"]), c["perdure"], _ms(c["perdure_ms"]) + extra, ratio,
-                         _interval(c.get("ci")), _ok(goal)])
+                         _interval(c.get("ci")), goal])
     out.append(("1. Per-step overhead (median ms per step; goal: perdure / raw ≤ 1.05)",
                 ["engine", "raw SDK", "raw ms", "perdure", "perdure ms", "ratio", "95 % interval", "goal met"],
                 rows + errors))
@@ -80,8 +87,8 @@ def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
             rows.append([engine, TOOL_KINDS[tool], _ms(t.get("plain")), _ms(t["perdure"]),
                          f"{plain:.2f}" if plain else "—",
                          (f"{_ms(native)} ({RUNNERS[result['native']]})" if native else "not available"),
-                         f"{own:.3f}" if own else "—", _interval((r.get("ratio_ci") or {}).get("perdure/native")),
-                         _ok(own <= 1.0 if own else None)])
+                         f"{own:.3f}" if own else "—", _interval(own_ci := (r.get("ratio_ci") or {}).get("perdure/native")),
+                         _ratio_ok(own, own_ci, 1.0) if own else "—"])
     out.append(("2. Agent turn: model call → tool call → model call, scripted model (median ms per turn; "
                 "ratios of medians over every turn, contenders interleaved turn by turn)",
                 ["engine", "tool", "Runner.run (not durable)", "perdure DurableRunner", "perdure / plain",
@@ -223,6 +230,8 @@ METHOD = """\
   one invocation).
   The 95 % interval is a bootstrap over the samples, perdure's i-th step kept with the raw i-th it ran
   next to (benchmarks/stats.py): a ratio of 1.03 whose interval reaches 1.06 is not "within 1.05".
+  A goal column judges the median; "(interval spans ...)" says the interval reaches across the goal, so
+  that this run alone cannot tell which side of it the ratio is on.
 - **Agent turn** — each workflow run times, in rotating order, one turn per contender: `Runner.run` (not
   durable), perdure's `DurableRunner.run`, and the engine's own runner where it installs. The ratio is
   the ratio of the medians of every turn of every run, its interval a bootstrap over the turns, each
