@@ -17,8 +17,9 @@
 * ``retention`` -- how long a finished run is kept, in seconds (default: the server's, 1 day on 1.7; read
   by workers). It is the run's whole lifetime after it ends: its status and steps, and the run id staying
   taken (a start of the same id returns it). Past it, at the server's next cleanup pass (hourly by
-  default), Restate purges the run, and a start of the same id runs the workflow again. A worker declares it for its service as both the workflow's completion
-  retention and its journal retention, so a run's status and its steps go together.
+  default), Restate purges the run, and a start of the same id runs the workflow again. A worker declares
+  it for its service as both the workflow's completion retention and its journal retention, so a run's
+  status and its steps go together.
 """
 
 from __future__ import annotations
