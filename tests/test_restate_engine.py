@@ -29,6 +29,9 @@ pytest.importorskip("hypercorn")
 import perdure  # noqa: E402
 from perdure import Client, RunStatus, StepKind, StepStatus  # noqa: E402
 from perdure.adapters.restate import RestateBackend, RestateDevServer  # noqa: E402
+from perdure.adapters.restate.service import OPTIONS_METADATA, declared_options  # noqa: E402
+from perdure.adapters.restate.settings import RestateSettings  # noqa: E402
+from perdure.adapters.restate.worker import registered_options  # noqa: E402
 from perdure.core.errors import (  # noqa: E402
     ApprovalAlreadyDecidedError,
     RunConflictError,
@@ -274,29 +277,64 @@ def test_a_step_slower_than_the_step_timeout_fails_with_step_timeout_error_under
         engine.kill_workers()
 
 
-def test_a_finished_run_is_kept_for_the_retention_then_its_id_starts_a_new_run(engine: Engine) -> None:
+def test_a_finished_run_is_kept_for_the_retention_then_its_id_starts_a_new_run(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """``retention=2``: the worker declares 2 s as the workflow's completion and journal retention; a
     finished run reads SUCCEEDED with its steps until the server purges it (this module's server cleans
     every second, CLEANUP_INTERVAL), then is gone, and a start of its id runs the workflow again. Before
     the option a run was kept for the server's default only (1 day), with no way to say otherwise from
-    perdure."""
-    engine.start_worker(url=engine.url + "&retention=2")
+    perdure.
 
-    async def registered(backend: RestateBackend, retention: str) -> None:
-        # A worker on an address already registered reports ready at once and re-registers the service,
-        # with its options, in the background.
-        deadline = time.monotonic() + PATIENCE
-        while True:
-            service = (await backend.http.client.get(f"{backend.settings.admin}/services/perdure")).json()
-            if (service["workflow_completion_retention"], service["journal_retention"]) == (retention, retention):
-                return
-            assert time.monotonic() < deadline, service
+    A worker whose options differ from those in force registers them before it says it is ready. An
+    older worker still serving the same address (a rolling restart) answers Restate's registration
+    instead, so the new worker registers again until they are in force: here once the old one is killed.
+    Before, a worker registered once, and the old worker's options stayed for good."""
+    for name, value in engine.server.worker_env().items():  # declared_options() reads the retry profile
+        monkeypatch.setenv(name, value)
+
+    async def revision() -> int:
+        backend = RestateBackend(engine.url)
+        async with Client(backend):
+            service = await backend.http.service("perdure")
+            assert service is not None
+            return int(service["revision"])
+
+    async def in_force(backend: RestateBackend, retention: str) -> bool:
+        service = await backend.http.service("perdure")
+        assert service is not None
+        retentions = (service["workflow_completion_retention"], service["journal_retention"])
+        if retentions != (retention, retention):
+            return False
+        declared = declared_options(backend.settings)
+        assert service["metadata"][OPTIONS_METADATA] == declared  # what a restarted worker compares
+        assert await registered_options(backend.http, backend.settings) == declared
+        return True
+
+    async def comes_in_force(backend: RestateBackend, retention: str) -> float:
+        start = time.monotonic()
+        while not await in_force(backend, retention):
+            assert time.monotonic() - start < PATIENCE, f"retention {retention} not in force"
             await asyncio.sleep(0.05)
+        return time.monotonic() - start
+
+    before = asyncio.run(revision())
+    engine.start_worker()  # the old worker: the server's default retention
+    old = engine.procs[-1]
+    deadline = time.monotonic() + PATIENCE
+    while asyncio.run(revision()) == before:  # it has registered (after "ready" when it is a restart)
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    engine.start_worker(url=engine.url + "&retention=2")
+    os.kill(old.pid, signal.SIGKILL)
+    old.wait()
 
     async def main() -> None:
-        backend = RestateBackend(engine.url)
+        backend = RestateBackend(engine.url + "&retention=2")
         async with Client(backend) as client:
-            await registered(backend, "2s")
+            print(f"retention=2 in force {await comes_in_force(backend, '2s'):.2f} s after the old worker's kill")
+            assert await registered_options(backend.http, RestateSettings.from_url(engine.url)) != (
+                declared_options(RestateSettings.from_url(engine.url)))
             rid = new_id("kept")
             await client.start("rt.pipeline", run_id=rid, x="one")
             assert await client.result(rid, timeout=PATIENCE) == "one>a>b>c"
@@ -318,10 +356,11 @@ def test_a_finished_run_is_kept_for_the_retention_then_its_id_starts_a_new_run(e
             assert engine.calls(rid) == ["a", "b", "c", "a", "b", "c"]
 
     async def default_retention_back() -> None:
-        # The server's default again, so later tests' runs are not purged after 2 s.
+        # A restart with other options, alone on its address: the server's default is in force when the
+        # worker says it is ready (and later tests' runs are not purged after 2 s).
         backend = RestateBackend(engine.url)
         async with Client(backend):
-            await registered(backend, "1d")
+            assert await in_force(backend, "1d")
 
     try:
         asyncio.run(main())

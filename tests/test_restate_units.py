@@ -17,8 +17,9 @@ from perdure.adapters.restate.backend import _failure, _Run  # noqa: E402
 from perdure.adapters.restate.devserver import RestateDevServer, cache_dir, ensure_restate_server  # noqa: E402
 from perdure.adapters.restate.entries import command_name, first_op_from, parse_journal, records  # noqa: E402
 from perdure.adapters.restate.http import sql_literal  # noqa: E402
-from perdure.adapters.restate.service import invocation_retry_policy  # noqa: E402
+from perdure.adapters.restate.service import declared_options, invocation_retry_policy  # noqa: E402
 from perdure.adapters.restate.settings import RETRY_PROFILE_ENV, RestateSettings  # noqa: E402
+from perdure.adapters.restate.worker import _options_in  # noqa: E402
 from perdure.core.config import open_backend  # noqa: E402
 from perdure.core.errors import ConfigurationError, InvalidBackendURLError  # noqa: E402
 from perdure.core.runtime import sleep_envelope  # noqa: E402
@@ -174,6 +175,23 @@ def test_retry_profile(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(RETRY_PROFILE_ENV, "test")
     policy = invocation_retry_policy()
     assert policy is not None and policy.max_interval is not None and policy.max_interval.total_seconds() <= 0.1
+
+
+def test_declared_options_change_with_every_option_a_worker_declares(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a restarted worker compares with the options in force: equal for the same URL and retry
+    profile, different when any declared option differs, and not fooled by the URL's other parts."""
+    monkeypatch.delenv(RETRY_PROFILE_ENV, raising=False)
+    base = "restate://127.0.0.1:8080"
+    plain = declared_options(RestateSettings.from_url(base))
+    assert declared_options(RestateSettings.from_url(base + "?admin=127.0.0.1:9070&service=perdure")) == plain
+    others = {declared_options(RestateSettings.from_url(base + q)) for q in ("?retention=2", "?step_timeout=60")}
+    monkeypatch.setenv(RETRY_PROFILE_ENV, "test")
+    others.add(declared_options(RestateSettings.from_url(base)))
+    assert len(others) == 3 and plain not in others
+    service = {"name": "perdure", "metadata": {"perdure.options": plain}}
+    assert _options_in([{"name": "other"}, service], "perdure") == plain
+    assert _options_in([{"name": "perdure", "metadata": {}}], "perdure") == ""  # an older perdure's
+    assert _options_in([], "perdure") == ""
 
 
 def test_dev_server_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -339,9 +357,9 @@ def test_a_worker_that_cannot_reach_the_admin_api_says_so(tmp_path: Path) -> Non
         deployment = s.getsockname()[1]
     url = f"restate://127.0.0.1:{port}?admin=127.0.0.1:{port}&deployment=127.0.0.1:{deployment}"
     script = ("import asyncio, perdure.adapters.restate.worker as w\n"
-              "w_is = w.is_registered\n"
+              "w_is = w.registered_options\n"
               "async def quick(http, settings, patience=10.0): return await w_is(http, settings, 0.5)\n"
-              "w.is_registered = quick\n"
+              "w.registered_options = quick\n"
               f"from perdure.cli.main import main; raise SystemExit(main(['worker', {url!r}]))\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 2, done.stdout + done.stderr

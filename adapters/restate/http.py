@@ -91,6 +91,16 @@ class RestateHTTP:
         result: dict[str, Any] = r.json()
         return result
 
+    async def service(self, name: str) -> dict[str, Any] | None:
+        """The registered service ``name`` (its options, metadata and handlers), or None if unknown."""
+        r = await self.client.get(f"{self.admin}/services/{path_segment(name)}")
+        if r.status_code == 404:
+            return None
+        if r.status_code != 200:
+            raise RestateHTTPError(f"cannot read service {name}: {r.status_code} {r.text[:300]}")
+        found: dict[str, Any] = r.json()
+        return found
+
     async def deployments(self) -> list[dict[str, Any]]:
         r = await self.client.get(f"{self.admin}/deployments")
         if r.status_code != 200:

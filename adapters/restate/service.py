@@ -36,6 +36,7 @@ from .journal import RestateJournal, VMException, is_journal_mismatch
 from .settings import RETRY_PROFILE_ENV, RestateSettings
 
 OUTCOME_STATE = "perdure.outcome"  # {"ok", "output", "error"}: a result Restate could not take
+OPTIONS_METADATA = "perdure.options"  # the service metadata key holding the options a worker declared
 _BYTES = BytesSerde()
 
 
@@ -66,6 +67,17 @@ def invocation_retry_policy() -> InvocationRetryPolicy | None:
     return None
 
 
+def declared_options(settings: RestateSettings) -> str:
+    """Every service option a worker declares, as one text. Registered as the service's metadata, it tells
+    a restarted worker whether the options in force are its own (then recovery need not wait for its
+    registration) without parsing the durations Restate reports (``"1h 10s"``) or knowing its defaults."""
+    return json.dumps({
+        "retry_profile": os.environ.get(RETRY_PROFILE_ENV, ""),  # all invocation_retry_policy() depends on
+        "abort_timeout": settings.step_timeout + STEP_TIMEOUT_GRACE,
+        "retention": settings.retention,
+    }, sort_keys=True)
+
+
 def build_service(settings: RestateSettings, http: RestateHTTP) -> restate.Workflow:
     """The Restate workflow ``settings.service`` with its ``run`` and ``decide`` handlers."""
     # A finished run's state (its outcome) and its journal (its steps) are kept equally long.
@@ -75,6 +87,7 @@ def build_service(settings: RestateSettings, http: RestateHTTP) -> restate.Workf
         # A running step sends Restate nothing: let it run its step timeout (perdure's, which ends it first).
         abort_timeout=timedelta(seconds=settings.step_timeout + STEP_TIMEOUT_GRACE),
         journal_retention=retention,
+        metadata={OPTIONS_METADATA: declared_options(settings)},
     )
 
     @service.main(input_serde=_BYTES, output_serde=_BYTES, workflow_retention=retention)

@@ -4,6 +4,10 @@ Restate pushes work to the service over HTTP/2 and pins each invocation to the d
 so a worker restarted after a crash serves the *same* address; the socket is opened with ``SO_REUSEPORT``
 so several workers can share that address. After a SIGKILL, Restate retries the dead worker's invocations
 (test profile: every 50-100 ms) and the next worker replays them from their journals.
+
+The service's options (retry profile, step timeout, retention) are what the last registration declared; a
+worker whose options are not in force registers before it reports ready, and again, in the background,
+while older workers sharing its address answer Restate in its place (:func:`register`).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from restate.server import install_shutdown_hook
 
 from ...core.errors import ConfigurationError
 from .http import RestateHTTP, RestateHTTPError, sql_literal
-from .service import build_service
+from .service import OPTIONS_METADATA, build_service, declared_options
 from .settings import RestateSettings
 
 log = logging.getLogger("perdure.restate")
@@ -43,24 +47,64 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def register(http: RestateHTTP, settings: RestateSettings, patience: float = 30.0) -> None:
-    """Register the deployment (forcing an update of an existing one at the same address)."""
+def _options_in(services: list[dict[str, Any]], name: str) -> str:
+    """The declared options (:func:`~.service.declared_options`) of service ``name`` in an admin API answer;
+    empty when it has none (registered by an older perdure)."""
+    for service in services:
+        if service.get("name") == name:
+            return str((service.get("metadata") or {}).get(OPTIONS_METADATA, ""))
+    return ""
+
+
+async def register(http: RestateHTTP, settings: RestateSettings, patience: float = 30.0) -> str:
+    """Register the deployment (forcing an update of an existing one at the same address); returns the
+    options now in force. Restate reads them from whichever worker serving the address answers its
+    discovery call -- over a connection it keeps, so while older workers share the address (``SO_REUSEPORT``,
+    a rolling restart) it is one of theirs, and their options stay in force."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + patience
     while True:
         try:
-            await http.register(settings.deployment)
-            return
+            answer = await http.register(settings.deployment)
+            return _options_in(answer.get("services", []), settings.service)
         except (RestateHTTPError, OSError) as exc:
             if loop.time() > deadline:
                 raise RestateHTTPError(f"cannot register {settings.deployment} with {settings.admin}: {exc}") from exc
             await asyncio.sleep(0.2)
 
 
-async def is_registered(http: RestateHTTP, settings: RestateSettings, patience: float = 10.0) -> bool:
-    """Whether a deployment at this worker's address already serves the perdure service. The worker's first
-    call to the admin API: an admin API it cannot reach (a server still starting gets ``patience``) is a
-    :class:`ConfigurationError` naming it, not a transport traceback."""
+async def _register_until_in_force(http: RestateHTTP, settings: RestateSettings, declared: str) -> None:
+    """Register again and again (0.5 s, doubling to 5 s, apart) until this worker's options are in force:
+    once the older workers sharing the address stop, Restate's next discovery call reaches this one."""
+    delay = 0.5
+    while True:
+        await asyncio.sleep(delay)
+        try:
+            if await register(http, settings) == declared:
+                log.warning("the %s service's options are now this worker's", settings.service)
+                return
+        except Exception:  # the worker serves anyway; try again
+            log.exception("could not register the Restate deployment %s", settings.deployment)
+        delay = min(delay * 2, 5.0)
+
+
+async def _make_in_force(http: RestateHTTP, settings: RestateSettings, declared: str) -> bool:
+    """Register; False (and a warning) when another worker's options answered, so they stay in force."""
+    if await register(http, settings) == declared:
+        return True
+    log.warning(
+        "another worker serving %s declares other options for the %s service (a rolling restart, or a "
+        "different URL or environment), and Restate took theirs; this worker registers again until its "
+        "own are in force", settings.deployment, settings.service,
+    )
+    return False
+
+
+async def registered_options(http: RestateHTTP, settings: RestateSettings, patience: float = 10.0) -> str | None:
+    """The options in force for the perdure service if a deployment at this worker's address already
+    serves it (a restart), else None. The worker's first call to the admin API: an admin API it cannot
+    reach (a server still starting gets ``patience``) is a :class:`ConfigurationError` naming it, not a
+    transport traceback."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + patience
     while True:
@@ -76,8 +120,10 @@ async def is_registered(http: RestateHTTP, settings: RestateSettings, patience: 
             await asyncio.sleep(0.2)
     for deployment in deployments:
         if deployment.get("uri", "").rstrip("/") == settings.deployment.rstrip("/"):
-            return any(s.get("name") == settings.service for s in deployment.get("services", []))
-    return False
+            if any(s.get("name") == settings.service for s in deployment.get("services", [])):
+                service = await http.service(settings.service)
+                return _options_in([service] if service else [], settings.service)
+    return None
 
 
 async def _resume_paused(http: RestateHTTP, settings: RestateSettings) -> None:
@@ -92,10 +138,15 @@ async def _resume_paused(http: RestateHTTP, settings: RestateSettings) -> None:
         log.warning("resumed %d paused perdure invocation(s)", len(rows))
 
 
-async def _refresh(http: RestateHTTP, settings: RestateSettings) -> None:
+async def _refresh(http: RestateHTTP, settings: RestateSettings, declared: str) -> None:
+    """A restarted worker's registration, behind its "ready" -- made only while the options in force are
+    still its own: a worker started since with other options keeps its own."""
     try:
-        await register(http, settings)
+        lost = await registered_options(http, settings) == declared and not await _make_in_force(
+            http, settings, declared)
         await _resume_paused(http, settings)
+        if lost:
+            await _register_until_in_force(http, settings, declared)
     except Exception:  # the worker serves anyway; say why the registration could not be refreshed
         log.exception("could not refresh the Restate deployment %s", settings.deployment)
 
@@ -134,9 +185,10 @@ def _stop_on_sigterm(task: asyncio.Task[object] | None) -> None:
 async def serve_deployment(settings: RestateSettings, http: RestateHTTP, ready: Callable[[], None] | None) -> None:
     """Serve until cancelled; ``ready`` is called once Restate has the deployment registered."""
     app = _answer_lifespan(restate.app([build_service(settings, http)]))
+    declared = declared_options(settings)
     # Ask the admin API first: the first request creates the HTTP client (lazy imports, ~0.1 s of blocked
     # loop) -- better done before the socket listens and Restate's retries start arriving.
-    restarted = await is_registered(http, settings)
+    in_force = await registered_options(http, settings)
     host, port = settings.deployment_address
     sock = _listen(host, port)
     config = Config()
@@ -149,12 +201,15 @@ async def serve_deployment(settings: RestateSettings, http: RestateHTTP, ready: 
     server = asyncio.create_task(hypercorn_serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
     background: asyncio.Task[None] | None = None
     try:
-        if restarted:
-            # A restart: Restate already routes this address's runs here. Refreshing the registration
-            # takes 0.1-0.5 s and need not delay recovery.
-            background = asyncio.create_task(_refresh(http, settings))
+        if in_force == declared:
+            # A restart with the options in force: Restate already routes this address's runs here.
+            # Refreshing the registration takes 0.1-0.5 s and need not delay recovery.
+            background = asyncio.create_task(_refresh(http, settings, declared))
         else:
-            await register(http, settings)
+            # A first start, or options that changed (retention, step timeout, retry profile): they are
+            # in force before the worker says it is ready.
+            if not await _make_in_force(http, settings, declared):
+                background = asyncio.create_task(_register_until_in_force(http, settings, declared))
             await _resume_paused(http, settings)
         if ready is not None:
             ready()
