@@ -67,13 +67,19 @@ def invocation_retry_policy() -> InvocationRetryPolicy | None:
     return None
 
 
+def abort_timeout(settings: RestateSettings) -> float:
+    """The abort timeout a worker declares, in seconds: a running step sends Restate nothing, so let it run
+    its step timeout (perdure's, which ends it first)."""
+    return settings.step_timeout + STEP_TIMEOUT_GRACE
+
+
 def declared_options(settings: RestateSettings) -> str:
     """Every service option a worker declares, as one text. Registered as the service's metadata, it tells
     a restarted worker whether the options in force are its own (then recovery need not wait for its
     registration) without parsing the durations Restate reports (``"1h 10s"``) or knowing its defaults."""
     return json.dumps({
         "retry_profile": os.environ.get(RETRY_PROFILE_ENV, ""),  # all invocation_retry_policy() depends on
-        "abort_timeout": settings.step_timeout + STEP_TIMEOUT_GRACE,
+        "abort_timeout": abort_timeout(settings),
         "retention": settings.retention,
     }, sort_keys=True)
 
@@ -84,8 +90,7 @@ def build_service(settings: RestateSettings, http: RestateHTTP) -> restate.Workf
     retention = None if settings.retention is None else timedelta(seconds=settings.retention)
     service = restate.Workflow(
         settings.service, invocation_retry_policy=invocation_retry_policy(),
-        # A running step sends Restate nothing: let it run its step timeout (perdure's, which ends it first).
-        abort_timeout=timedelta(seconds=settings.step_timeout + STEP_TIMEOUT_GRACE),
+        abort_timeout=timedelta(seconds=abort_timeout(settings)),
         journal_retention=retention,
         metadata={OPTIONS_METADATA: declared_options(settings)},
     )
